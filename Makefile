@@ -1,0 +1,49 @@
+# Every target creates .venv and installs the project into it when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 3000
+
+# Datasets are looked for in DATA_DIR; the shared copy beside the repo wins when present.
+DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
+export DATA_DIR
+
+.PHONY: help install serve test models bench container-test clean
+
+help:
+	@echo "make serve           serve all available models on localhost:$(PORT) (trains quick models if missing)"
+	@echo "make test            run the whole test suite"
+	@echo "make models          train (full recipes), export and register every family whose data is present"
+	@echo "make bench           run the benchmarks and write docs/benchmarks.md"
+	@echo "make container-test  build the OCI image, run it and check its answers"
+	@echo "make clean           remove the venv, build outputs and caches"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+serve: $(STAMP)
+	$(BIN)/python -m export.bootstrap --quick
+	@$(BIN)/python -m service.examples --port $(PORT)
+	$(BIN)/bentoml serve service.service:ModelZoo --port $(PORT) --host 127.0.0.1
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+models: $(STAMP)
+	$(BIN)/python -m export.bootstrap --full
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+container-test: $(STAMP)
+	bash benchmarks/../scripts/container_test.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
