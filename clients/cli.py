@@ -1,0 +1,83 @@
+"""The ``zoo`` command: classify, forecast, bench, health (``python -m clients`` is the same).
+
+Every command takes ``--url`` (default ``$ZOO_URL``, else http://localhost:3000) and
+``--token`` (default ``$MODEL_ZOO_API_TOKEN``). Any error ends the command with a
+non-zero status and one readable line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from clients import bench, classify, forecast
+from clients.client import ZooClient
+from clients.transport import DEFAULT_URL, TOKEN_ENV, URL_ENV, ZooError, default_token, default_url
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Readiness and the models served; exit 0 only when the server is ready."""
+    with ZooClient(args.url, timeout=args.timeout, retries=0, token=args.token) as zoo:
+        report = zoo.health()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['url']}: {'live' if report['live'] else 'NOT live'}, {'ready' if report['ready'] else 'NOT ready'}")
+        if not report["models"]:
+            print("  no models found under /v2/models/{name}")
+        for name, info in report["models"].items():
+            meta = info["metadata"]
+            tensors = lambda key: ", ".join(f"{t.get('name')}{t.get('shape')} {t.get('datatype')}" for t in meta.get(key, []))
+            versions = ",".join(map(str, meta.get("versions") or [])) or "-"
+            print(f"  {name}: {'ready' if info['ready'] else 'NOT ready'}; version {versions}; "
+                  f"platform {meta.get('platform', '-')}; inputs {tensors('inputs')}; outputs {tensors('outputs')}")
+    return 0 if report["ready"] else 1
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help=f"service URL (default ${URL_ENV}, else {DEFAULT_URL})")
+    p.add_argument("--token", default=None, help=f"bearer token (default ${TOKEN_ENV})")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--retries", type=int, default=3, help="retries on 429/503/connection errors (default 3)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="Client tools for the Model Zoo service.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = [
+        ("classify", "classify image files and folders (resumable with --out)", classify),
+        ("forecast", "forecast a sequence with the sine RNN", forecast),
+        ("bench", "load-test one endpoint at several concurrency levels", bench),
+    ]
+    for name, help_text, module in commands:
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(p)
+        _add_common(p)
+        p.set_defaults(func=module.run)
+    p = sub.add_parser("health", help="readiness and the models served")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_common(p)
+    p.set_defaults(func=_health)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.url = default_url(args.url)
+    args.token = default_token(args.token)
+    try:
+        return args.func(args)
+    except ZooError as exc:
+        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:  # bad arguments, unreadable files, a bad --out
+        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        hint = "; re-run with the same --out to resume" if getattr(args, "out", None) else ""
+        print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
