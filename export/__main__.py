@@ -1,0 +1,61 @@
+"""``python -m export CHECKPOINT [--name NAME] [--formats ...] [--data-dir DIR] [--out-dir DIR]``.
+
+Exit status 0 with the registered tag on the last line of stdout; on any failure exit 2 with one
+readable ``error: ...`` line on stderr (the verification table, when it got that far, is above it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from export import FORMATS
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a training checkpoint to TorchScript/ONNX (+fp16, +int8), verify every "
+        "artifact against eager PyTorch on validation data, and register them as one BentoML model "
+        "(store: $BENTOML_HOME, default ~/bentoml).",
+    )
+    p.add_argument("checkpoint", help="a checkpoint written by `python -m training` (e.g. checkpoints/mnist-mlp/best.pt)")
+    p.add_argument("--name", default=None, help="model name in the store (default: the family name)")
+    p.add_argument("--formats", default=None,
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all; sine-rnn: all but onnx-fp16)")
+    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR"),
+                   help="validation data root (default: $DATA_DIR, else the one recorded in the checkpoint)")
+    p.add_argument("--out-dir", default=None, help="also keep a copy of the verified files here")
+    p.add_argument("--family", default=None, help="refuse the checkpoint unless it is of this family")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    # Imported here so `--help` is instant and import problems get the same one-line treatment.
+    try:
+        from export import ExportError
+        from export.api import export_checkpoint
+        from service.spec import SpecError
+        from training.checkpoint import CheckpointError
+
+        tag = export_checkpoint(
+            args.checkpoint, name=args.name, formats=args.formats, data_dir=args.data_dir,
+            out_dir=args.out_dir, family=args.family,
+        )
+    except (ExportError, CheckpointError, SpecError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was registered", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen environment problem: still one line, still nothing registered
+        print(f"error: export failed unexpectedly ({type(exc).__name__}: {exc}); nothing was registered", file=sys.stderr)
+        return 2
+    print(tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The fp32 serving artifacts: TorchScript and ONNX, with the tensor names of docs/contracts.md.
+
+Exporter choice: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript-based exporter), for
+every family, chosen explicitly. Measured here on torch 2.14: for the sine RNN it emits one ONNX
+``LSTM``/``GRU``/``RNN`` node with ``batch`` and ``seq`` dynamic on inputs *and* outputs. The dynamo
+exporter (``dynamo=True``) unrolled the plain-RNN cell into per-step MatMuls with the sequence
+length fixed to the traced one (a 5-step graph rejects an 11-step history) and left the LSTM/GRU
+output ``y`` annotated with the traced length. For the image models both exporters give clean
+graphs; one exporter for all keeps the artifacts uniform. The dynamo path also defaults to an
+external-data file, which the contract forbids (one self-contained file).
+
+TorchScript: ``torch.jit.script`` for the image models (no data-dependent Python, so the scripted
+graph is the model); the RNN step wrapper is traced, because ``SineRNN.forward`` takes a variadic
+state tuple that TorchScript cannot type, and its only branches depend on the config, not on the
+data. The trace is checked against eager at other batch and sequence sizes (``check_inputs``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export import ExportError
+from service.spec import Spec
+
+OPSET = 17  # >= 17 per the contract; the newest opset every ORT quantiser/fp16 tool here handles
+
+
+class LSTMStep(nn.Module):
+    """Explicit-state step graph for an LSTM: x (N,T,1), h, c (layers,N,hidden) -> y (N,T,1), h_out, c_out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        y, (h_out, c_out) = self.model(x, (h, c))
+        return y, h_out, c_out
+
+
+class RecurrentStep(nn.Module):
+    """Explicit-state step graph for RNN/GRU: x (N,T,1), h (layers,N,hidden) -> y (N,T,1), h_out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        y, (h_out,) = self.model(x, (h,))
+        return y, h_out
+
+
+def io_names(spec: Spec) -> tuple[list[str], list[str]]:
+    """Input and output tensor names of the exported graphs (docs/contracts.md)."""
+    if spec.task == "forecast":
+        states = spec.sequence.state_names  # ["h"] or ["h", "c"]
+        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
+    return ["input"], ["logits"]
+
+
+def dynamic_axes(spec: Spec) -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; the RNN's sequence axis too (history length varies per request)."""
+    if spec.task == "forecast":
+        axes = {"x": {0: "batch", 1: "seq"}, "y": {0: "batch", 1: "seq"}}
+        for s in spec.sequence.state_names:
+            axes[s] = {1: "batch"}  # (layers, N, hidden)
+            axes[f"{s}_out"] = {1: "batch"}
+        return axes
+    return {"input": {0: "batch"}, "logits": {0: "batch"}}
+
+
+def serving_module(model: nn.Module, spec: Spec) -> nn.Module:
+    """The module whose signature the artifacts carry: the model itself, or the RNN step wrapper."""
+    model = model.eval()
+    if spec.task != "forecast":
+        return model
+    return (LSTMStep if spec.sequence.cell == "lstm" else RecurrentStep)(model).eval()
+
+
+def example_inputs(spec: Spec, batch: int, seq: int = 8) -> tuple[torch.Tensor, ...]:
+    """Inputs of the right shapes for tracing/exporting (values do not matter: no data-dependent flow)."""
+    g = torch.Generator().manual_seed(batch * 1000 + seq)
+    if spec.task == "forecast":
+        sq = spec.sequence
+        x = torch.randn(batch, seq, 1, generator=g)  # (N, T, 1)
+        states = [torch.zeros(sq.num_layers, batch, sq.hidden_size) for _ in sq.state_names]
+        return (x, *states)
+    return (torch.randn(batch, *spec.image.input_shape(), generator=g),)  # (N, C, H, W) or (N, F)
+
+
+def export_torchscript(model: nn.Module, spec: Spec, path: Path) -> Path:
+    """Write a TorchScript file that ``torch.jit.load`` alone can run (no training code needed)."""
+    module = serving_module(model, spec)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)  # "torch.jit.script is deprecated": still the
+        # only way to a file that runs without Python model code (torch.export's .pt2 needs torch._export)
+        if spec.task == "forecast":
+            # traced at (N=2, T=8); check_inputs re-runs the trace at other sizes and compares.
+            scripted = torch.jit.trace(
+                module,
+                example_inputs(spec, 2, 8),
+                check_inputs=[example_inputs(spec, 1, 1), example_inputs(spec, 5, 13)],
+            )
+        else:
+            scripted = torch.jit.script(module)
+    scripted.save(str(path))
+    return path
+
+
+def export_onnx(model: nn.Module, spec: Spec, path: Path) -> Path:
+    """fp32 ONNX: named IO, dynamic batch (and seq), opset 17, one file, checked, spec in metadata."""
+    module = serving_module(model, spec)
+    inputs, outputs = io_names(spec)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy-exporter deprecation notice and tracer notes are expected (see module docstring).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            example_inputs(spec, 2),
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes(spec),
+            opset_version=OPSET,
+            do_constant_folding=True,  # folds eval-mode BatchNorm into the convolutions
+        )
+    stamp_metadata(path, spec)
+    check_onnx(path, full=True)
+    return path
+
+
+def stamp_metadata(path: Path, spec: Spec) -> None:
+    """Put the spec JSON (and the family) in the graph's ``metadata_props`` (quantisers drop them)."""
+    model = load_onnx(path)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(spec=spec.to_json(), family=spec.family)
+    del model.metadata_props[:]
+    for key, value in sorted(props.items()):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save_model(model, str(path))
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, OSError, ...
+        raise ExportError(f"{Path(path).name}: not a readable ONNX model (corrupt or truncated?): {exc}") from exc
+
+
+def check_onnx(path: Path, full: bool = True) -> None:
+    """``onnx.checker`` (with shape inference when ``full``): a clear ExportError on failure."""
+    try:
+        onnx.checker.check_model(str(path), full_check=full)
+    except Exception as exc:  # ValidationError, InferenceError, DecodeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{Path(path).name}: failed onnx.checker: {first}") from exc

@@ -1,0 +1,103 @@
+"""Registration in the BentoML model store, and the model card.
+
+One export = one versioned BentoML model (``bentoml.models.create``) holding every verified file.
+All files are produced and verified in a staging directory first; only then is the model created
+and the files copied in. ``bentoml.models.create`` (1.4.40) builds the model in a temporary
+directory and saves it into the store only when the ``with`` block exits without an exception, so
+a failure while copying leaves nothing in the store either (tests check ``bentoml models list``).
+The store location is BentoML's own: ``$BENTOML_HOME/models`` (default ``~/bentoml``), read when
+bentoml first resolves it in the process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from export import FORMAT_FILES, ExportError
+from service.spec import Spec
+
+# BentoML tag names: lowercase letters, digits, '-', '_' and '.', starting with a letter or digit.
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ExportError(
+            f"invalid model name {name!r}: use lowercase letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (at most 63 characters)"
+        )
+    return name
+
+
+def _without_none(data: Any) -> Any:
+    """BentoML metadata rejects None; every None in a spec is a field default, so dropping the key
+    round-trips (``Spec.from_dict(metadata["spec"]) == spec``)."""
+    if isinstance(data, dict):
+        return {k: _without_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_without_none(v) for v in data]
+    return data
+
+
+def register(name: str, spec: Spec, formats: list[str], opset: int, stage: Path) -> str:
+    """Create the store entry from the staged files; returns the tag, e.g. ``mnist-mlp:abc123``."""
+    import bentoml
+
+    labels = {"family": spec.family, "task": spec.task}
+    metadata = {
+        "spec": _without_none(json.loads(spec.to_json())),  # lists, not tuples: written as YAML
+        "formats": list(formats),
+        "opset": int(opset),
+    }
+    files = sorted(p for p in stage.iterdir() if p.is_file())
+    try:
+        with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
+            for f in files:
+                shutil.copy2(f, model.path_of(f.name))
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"could not register {name!r} in the BentoML model store: {exc}") from exc
+    return str(model.tag)
+
+
+def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], table: str) -> str:
+    """README.md stored with the model: what it is, its data, its metrics, its parity."""
+    cfg = ckpt["config"]
+    train = cfg.get("train") or {}
+    metrics = ckpt.get("metrics") or {}
+    data = str(train.get("dataset") or spec.family) + (f" from `{train['data_dir']}`" if train.get("data_dir") else "")
+    if spec.task == "classification":
+        im = spec.image
+        io = (
+            f"- input `input`: float32 `(N, {', '.join(map(str, im.input_shape()))})`, "
+            f"{im.color_mode} {im.height}x{im.width}, (x/255 - mean {list(im.mean)}) / std {list(im.std)}, "
+            f"layout {im.layout}\n- output `logits`: float32 `(N, {spec.num_classes})`; softmax belongs to the caller\n"
+            f"- labels: {', '.join(spec.labels[:20])}{' ...' if spec.num_classes > 20 else ''}\n"
+        )
+    else:
+        sq = spec.sequence
+        states = ", ".join(f"`{s}`" for s in sq.state_names)
+        io = (
+            f"- cell {sq.cell}, hidden {sq.hidden_size}, layers {sq.num_layers}\n"
+            f"- inputs `x` float32 `(N, T, 1)`, state {states} `({sq.num_layers}, N, {sq.hidden_size})` (zeros to start)\n"
+            f"- outputs `y` `(N, T, 1)` (next value at every step) and the new state "
+            f"{', '.join(f'`{s}_out`' for s in sq.state_names)}\n"
+            f"- trained on sines: frequency {list(sq.freq_range)}, amplitude {list(sq.amp_range)}, dt {sq.dt}\n"
+        )
+    metric_lines = "\n".join(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items())
+    files = "\n".join(f"- `{FORMAT_FILES[f]}` ({f})" for f in formats)
+    return (
+        f"# {name}\n\n"
+        f"Family `{spec.family}` ({spec.task}), exported from a training checkpoint "
+        f"(epoch {ckpt.get('epoch')}).\n\n"
+        f"## Model and data\n\n{io}"
+        f"- data: {data}\n\n"
+        f"## Training metrics (from the checkpoint)\n\n{metric_lines or '- none recorded'}\n\n"
+        f"## Files\n\n{files}\n- `spec.json` (the preprocessing contract), `report.json` (below, as data)\n\n"
+        f"## Parity and accuracy of the artifacts (validation data, CPU)\n\n```\n{table}\n```\n"
+    )

@@ -1,0 +1,237 @@
+"""Verification: every artifact against eager PyTorch on real validation inputs.
+
+fp32 (TorchScript, ONNX): ``torch.testing.assert_close`` (rtol 1e-3, atol 1e-5) at batch sizes 1 and 7
+(neither is the size the graphs were traced/exported at: 2), and on all samples top-1 identical
+(classifiers) or every output within the same tolerance (the RNN, which has no top-1).
+fp16/int8: top-1 agreement with eager and accuracy (classifiers) or MSE on the next value (RNN); only
+MNIST int8 is held to a bound (at most 0.5 accuracy points lost). An fp16 graph that the CPU
+execution provider cannot run is reported as skipped, not failed: it is meant for the GPU.
+Failures are collected, so the report shows every problem at once; the caller raises.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from export import ExportError
+from export.artifacts import io_names, serving_module
+from service.spec import Spec
+
+RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
+PARITY_BATCHES = (1, 7)  # batch sizes other than the exported one (2)
+CHUNK = 64  # samples per forward pass over the validation set
+MNIST_INT8_MAX_DROP = 0.5  # accuracy points
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def torch_runner(module: nn.Module) -> Runner:
+    """Eager or TorchScript module -> runner over numpy inputs; outputs always a list."""
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() for o in out]
+
+    return run
+
+
+def ort_runner(path: Path, input_names: list[str]) -> Runner:
+    """ONNX Runtime on the CPU execution provider; raises whatever ORT raises when it cannot load."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only; shape-hint warnings are not failures
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    if names != input_names:
+        raise ExportError(f"{path.name}: inputs are {names}, the contract says {input_names}")
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(names, inputs)})
+
+    return run
+
+
+_PROBE = (
+    "import sys, numpy as np, onnxruntime as ort\n"
+    "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+    "print(len(s.get_inputs()))\n"
+)
+
+
+def cpu_cannot_load(path: Path) -> str | None:
+    """Load the graph with ORT's CPU EP in a child process; None if it loads, else why not.
+
+    A child, because ORT 1.31 does not raise on an fp16 LSTM/GRU/RNN graph on the CPU EP: it
+    dies with SIGSEGV while creating the session, which would take the exporter down with it.
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "ONNX Runtime's CPU execution provider did not load it within 300 s"
+    if proc.returncode == 0:
+        return None
+    ops = sorted({n.op_type for n in onnx.load(str(path)).graph.node} & {"LSTM", "GRU", "RNN"})
+    reason = "crashed (SIGSEGV)" if proc.returncode == -signal.SIGSEGV else f"failed (exit {proc.returncode})"
+    tail = (proc.stderr.strip().splitlines() or [""])[-1][:160]
+    return f"ONNX Runtime's CPU execution provider {reason} loading it{' (fp16 ' + '/'.join(ops) + ')' if ops else ''}{': ' + tail if tail else ''}"
+
+
+def _jit_load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated" (torch 2.14)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def model_inputs(spec: Spec, x: np.ndarray) -> list[np.ndarray]:
+    """A batch of samples -> the graph's inputs (the RNN gets a zero initial state)."""
+    if spec.task == "forecast":
+        sq = spec.sequence
+        zeros = np.zeros((sq.num_layers, len(x), sq.hidden_size), dtype=np.float32)
+        return [x, *[zeros for _ in sq.state_names]]
+    return [x]
+
+
+def run_all(run: Runner, spec: Spec, x: np.ndarray) -> list[np.ndarray]:
+    """Forward the whole sample set in chunks; concatenate along the batch axis of each output."""
+    parts = [run(model_inputs(spec, x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)]
+    batch_axis = [0] + [1] * (len(parts[0]) - 1)  # y: (N, T, 1); states: (layers, N, hidden)
+    return [np.concatenate([p[k] for p in parts], axis=ax) for k, ax in enumerate(batch_axis)]
+
+
+def _close(actual: list[np.ndarray], expected: list[np.ndarray], names: list[str]) -> str | None:
+    """None when every output matches within the fp32 tolerances, else the first mismatch's message."""
+    for name, a, e in zip(names, actual, expected):
+        try:
+            torch.testing.assert_close(torch.from_numpy(a), torch.from_numpy(e), rtol=RTOL, atol=ATOL)
+        except AssertionError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            return f"{name}: {'; '.join(lines[:3])}"
+    return None
+
+
+def _max_diff(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    return float(max(np.abs(a.astype(np.float64) - e).max() for a, e in zip(actual, expected)))
+
+
+def _quality(spec: Spec, outputs: list[np.ndarray], targets: np.ndarray) -> dict[str, float]:
+    """Accuracy (classifiers, %) or MSE of the next-value prediction (RNN)."""
+    if spec.task == "forecast":
+        y = outputs[0].reshape(targets.shape)
+        return {"mse": float(np.mean((y.astype(np.float64) - targets) ** 2))}
+    return {"accuracy": float(100.0 * np.mean(outputs[0].argmax(axis=1) == targets))}
+
+
+def verify(
+    model: nn.Module, spec: Spec, files: dict[str, Path], inputs: np.ndarray, targets: np.ndarray
+) -> dict[str, Any]:
+    """Compare each artifact in ``files`` (format -> path) with eager; returns the report dict.
+
+    ``report["failures"]`` lists every failed check (empty when all passed).
+    """
+    in_names, out_names = io_names(spec)
+    eager = torch_runner(serving_module(model, spec))
+    reference = run_all(eager, spec, inputs)
+    report: dict[str, Any] = {
+        "samples": int(len(inputs)),
+        "tolerance": {"rtol": RTOL, "atol": ATOL},
+        "parity_batches": list(PARITY_BATCHES),
+        "formats": {"eager": {"status": "reference", **_quality(spec, reference, targets)}},
+        "failures": [],
+    }
+    failures: list[str] = report["failures"]
+    for fmt, path in files.items():
+        row: dict[str, Any] = {"file": path.name}
+        report["formats"][fmt] = row
+        if fmt == "onnx-fp16" and (why := cpu_cannot_load(path)) is not None:
+            # meant for CUDA; the CPU EP lacks some fp16 kernels (and crashes on fp16 LSTM/GRU/RNN)
+            row["status"] = f"skipped: {why}"
+            continue
+        try:
+            run = torch_runner(_jit_load(path)) if fmt == "torchscript" else ort_runner(path, in_names)
+        except ExportError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if fmt == "onnx-fp16":  # meant for CUDA; the CPU EP lacks some fp16 kernels
+                row["status"] = f"skipped: CPU execution provider cannot run it ({first[:160]})"
+                continue
+            raise ExportError(f"{path.name}: cannot be loaded by {'torch.jit' if fmt == 'torchscript' else 'ONNX Runtime'}: {first}") from exc
+        outputs = run_all(run, spec, inputs)
+        row.update(_quality(spec, outputs, targets))
+        row["max_abs_diff"] = _max_diff(outputs, reference)
+        if spec.task == "classification":
+            row["top1_agreement"] = float(100.0 * np.mean(outputs[0].argmax(1) == reference[0].argmax(1)))
+        problems = _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, report["formats"]["eager"], row)
+        row["status"] = "ok" if not problems else "FAILED"
+        failures += [f"{fmt}: {p}" for p in problems]
+    return report
+
+
+def _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, eager_row, row) -> list[str]:
+    problems: list[str] = []
+    if fmt in ("torchscript", "onnx"):  # fp32: must match eager
+        for b in PARITY_BATCHES:
+            x = inputs[:b]
+            got, want = run(model_inputs(spec, x)), eager(model_inputs(spec, x))
+            if (msg := _close(got, want, out_names)) is not None:
+                problems.append(f"batch {b} differs from eager beyond rtol {RTOL}/atol {ATOL}: {msg}")
+        if spec.task == "classification":
+            if row["top1_agreement"] < 100.0:
+                problems.append(f"top-1 differs from eager on {100 - row['top1_agreement']:.2f}% of {len(inputs)} samples")
+        else:
+            if (msg := _close(outputs, reference, out_names)) is not None:
+                problems.append(f"outputs over all {len(inputs)} samples differ from eager: {msg}")
+            problems += _check_rollout_step(run, eager, reference, out_names)
+    if fmt == "onnx-int8" and spec.family == "mnist-mlp":
+        drop = eager_row["accuracy"] - row["accuracy"]
+        row["accuracy_drop"] = drop
+        if drop > MNIST_INT8_MAX_DROP:
+            problems.append(f"int8 loses {drop:.2f} accuracy points on MNIST (limit {MNIST_INT8_MAX_DROP})")
+    return problems
+
+
+def _check_rollout_step(run: Runner, eager: Runner, reference, out_names) -> list[str]:
+    """One T=1 step from the warmed-up (non-zero) eager state: what the service's rollout does."""
+    b = PARITY_BATCHES[-1]
+    state = [s[:, :b] for s in reference[1:]]
+    x = reference[0][:b, -1:]  # feed the last prediction back, (N, 1, 1)
+    got = run([x, *state])
+    want = eager([x, *state])
+    msg = _close(got, want, out_names)
+    return [] if msg is None else [f"one-step rollout from a warm state differs from eager: {msg}"]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width table of the report, one row per format."""
+    forecast = any("mse" in r for r in report["formats"].values())
+    cols = ["format", "status", "max|diff| vs eager", "mse" if forecast else "top-1 agree %", "" if forecast else "accuracy %"]
+    rows = [cols]
+    for fmt, r in report["formats"].items():
+        diff = f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "-"
+        if forecast:
+            rows.append([fmt, r.get("status", ""), diff, f"{r['mse']:.5f}" if "mse" in r else "-", ""])
+        else:
+            agree = f"{r['top1_agreement']:.2f}" if "top1_agreement" in r else "-"
+            acc = f"{r['accuracy']:.2f}" if "accuracy" in r else "-"
+            rows.append([fmt, r.get("status", ""), diff, agree, acc])
+    notes = [f"{row[0]}: {row[1]}" for row in rows[1:] if row[1].startswith("skipped")]
+    for row in rows[1:]:
+        row[1] = "skipped" if row[1].startswith("skipped") else row[1]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    lines.append(f"({report['samples']} validation samples; fp32 tolerance rtol {RTOL}, atol {ATOL})")
+    return "\n".join(lines + notes + [f"FAILED {f}" for f in report["failures"]])
