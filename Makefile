@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 container-test: $(STAMP)
-	bash benchmarks/../scripts/container_test.sh
+	bash scripts/container_test.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache

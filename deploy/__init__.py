@@ -1,0 +1,1 @@
+"""Container deployment helpers: bentofile variants and the container-vs-reference check."""
