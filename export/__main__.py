@@ -34,11 +34,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     # Imported here so `--help` is instant and import problems get the same one-line treatment.
+    from export import ExportError, parse_formats
+
     try:
-        from export import ExportError
+        parse_formats(args.formats)  # fail fast, before torch is imported
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from service.spec import SpecError
+    from training.checkpoint import CheckpointError
+
+    try:
         from export.api import export_checkpoint
-        from service.spec import SpecError
-        from training.checkpoint import CheckpointError
 
         tag = export_checkpoint(
             args.checkpoint, name=args.name, formats=args.formats, data_dir=args.data_dir,

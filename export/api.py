@@ -54,11 +54,14 @@ def validation_samples(ckpt: dict[str, Any], spec: Spec, n: int, data_dir: str |
     Images: (n, C, H, W) or (n, C*H*W) for the MLP, targets (n,) class indices.
     RNN: x (n, T, 1) and the next-value targets (n, T, 1).
     """
+    from training.data import DataError, eval_samples
+
     try:
-        from training.data import eval_samples
-    except ImportError as exc:
-        raise ExportError(f"cannot read validation data: training.data is not importable ({exc})") from exc
-    inputs, targets = eval_samples(ckpt, n=n, data_dir=data_dir)
+        inputs, targets = eval_samples(ckpt, n=n, data_dir=data_dir)
+    except DataError as exc:  # MissingDataError names the folder searched and how to get the data
+        raise ExportError(f"no validation data to verify against: {exc}") from exc
+    if len(inputs) == 0:
+        raise ExportError(f"no validation data to verify against: the {spec.family} validation split is empty")
     x = torch.as_tensor(inputs).float()
     y = torch.as_tensor(targets)
     if spec.task == "classification":

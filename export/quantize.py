@@ -75,6 +75,7 @@ class ArrayCalibrationReader(CalibrationDataReader):
 def to_int8(src: Path, dst: Path, spec: Spec, calibration: np.ndarray | None = None) -> Path:
     """int8 ONNX with float32 IO. ``calibration`` (real inputs, (N, C, H, W)) is needed for static."""
     static = spec.image is not None and spec.image.layout == "NCHW"  # the ResNets
+    load_onnx(src)  # a corrupt source is named as such, not reported as a quantiser failure
     logging.getLogger("root").setLevel(logging.WARNING)  # ORT's quantiser logs every node at INFO
     try:
         with tempfile.TemporaryDirectory(prefix="quant-pre-") as tmp:
