@@ -102,6 +102,19 @@ def test_int8_bound_is_enforced(trained_mlp, tmp_path, monkeypatch):
     assert any("int8 loses" in f for f in report["failures"]), report["failures"]
 
 
+def test_parity_check_catches_a_different_model(trained_mlp, tmp_path):
+    """Artifacts of one model verified against another: every fp32 check must fail, by name."""
+    path, x, y = trained_mlp
+    _, model, spec = load_model(path)
+    files = build_artifacts(model, spec, ["torchscript", "onnx"], tmp_path, None)
+    with torch.no_grad():
+        model.net[-1].bias.add_(1e-3)  # a tiny change: well beyond atol 1e-5, top-1 likely unchanged
+    report = verify(model, spec, files, x, y)
+    failed = " | ".join(report["failures"])
+    assert "torchscript: batch 1 differs from eager" in failed and "onnx: batch 7 differs from eager" in failed
+    assert report["formats"]["onnx"]["status"] == "FAILED"
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_sine_rnn_step_graph_matches_eager(cell, tmp_path):
     torch.manual_seed(1)
