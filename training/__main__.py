@@ -1,0 +1,41 @@
+"""``python -m training FAMILY [options]``: dispatch to the family's recipe.
+
+Errors a user can fix (missing data, a bad checkpoint, an impossible split) end with a
+non-zero exit and one readable line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from training.checkpoint import CheckpointError
+from training.data import DataError
+from training.recipes import RECIPES
+
+USAGE = f"usage: python -m training {{{','.join(RECIPES)}}} [options]  (FAMILY --help for options)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    family, rest = argv[0], argv[1:]
+    if family not in RECIPES:
+        print(f"error: unknown family {family!r}; choose one of {', '.join(RECIPES)}", file=sys.stderr)
+        return 2
+    recipe = importlib.import_module(RECIPES[family])
+    try:
+        recipe.main(rest)
+    except (DataError, CheckpointError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume auto", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

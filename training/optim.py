@@ -1,0 +1,59 @@
+"""Optimisers and learning-rate schedules chosen by flag.
+
+``--optimizer sgd|adam|adamw`` with ``--momentum/--nesterov/--weight-decay``;
+``--scheduler none|step|plateau|onecycle|cosine``. OneCycle steps every batch (its
+``total_steps`` is epochs * batches), the others once per epoch, ReduceLROnPlateau on the
+validation metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Iterable
+
+import torch
+from torch.optim import lr_scheduler
+
+
+def make_optimizer(params: Iterable[Any], args: argparse.Namespace) -> torch.optim.Optimizer:
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
+                               weight_decay=args.weight_decay)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    raise ValueError(f"unknown --optimizer {args.optimizer!r}; choose sgd, adam or adamw")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int,
+                   mode: str = "max") -> Any:
+    """The LR schedule, or None for a constant --lr. ``mode``: "max" for accuracy, "min" for MSE."""
+    name = args.scheduler
+    if name == "none":
+        return None
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
+    if name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=args.gamma, patience=max(1, args.patience // 2))
+    if name == "onecycle":
+        # Warm up for 25% of the steps to --lr, then anneal; momentum cycling is off for Adam-style betas too.
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
+                                       steps_per_epoch=max(1, steps_per_epoch), pct_start=0.25)
+    if name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    raise ValueError(f"unknown --scheduler {name!r}; choose none, step, plateau, onecycle or cosine")
+
+
+def scheduler_step(scheduler: Any, args: argparse.Namespace, per_batch: bool, metric: float | None = None) -> None:
+    """Advance the schedule at the right granularity (called after every batch and every epoch)."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, lr_scheduler.OneCycleLR):
+        if per_batch and scheduler.last_epoch < scheduler.total_steps:
+            scheduler.step()
+    elif not per_batch:
+        if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(metric)
+        else:
+            scheduler.step()

@@ -1,0 +1,8 @@
+"""One module per family recipe: ``get_args_parser()``, ``train_one_epoch``, ``evaluate``, ``main(args)``."""
+
+RECIPES = {
+    "mnist-mlp": "training.recipes.mnist_mlp",
+    "cifar10-resnet18": "training.recipes.cifar10_resnet18",
+    "transfer-resnet18": "training.recipes.transfer_resnet18",
+    "sine-rnn": "training.recipes.sine_rnn",
+}
