@@ -7,7 +7,6 @@ readable ``error: ...`` line on stderr (the verification table, when it got that
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from export import FORMATS
@@ -24,8 +23,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name in the store (default: the family name)")
     p.add_argument("--formats", default=None,
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: all; sine-rnn: all but onnx-fp16)")
-    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR"),
-                   help="validation data root (default: $DATA_DIR, else the one recorded in the checkpoint)")
+    # Not defaulted to $DATA_DIR: the checkpoint records where its family's data is (an ImageFolder
+    # for transfer-resnet18 is not under $DATA_DIR); $DATA_DIR is the fallback when it records none.
+    p.add_argument("--data-dir", default=None,
+                   help="validation data root (default: the one recorded in the checkpoint, else $DATA_DIR, else ./data)")
     p.add_argument("--out-dir", default=None, help="also keep a copy of the verified files here")
     p.add_argument("--family", default=None, help="refuse the checkpoint unless it is of this family")
     return p

@@ -109,7 +109,8 @@ def export_torchscript(model: nn.Module, spec: Spec, path: Path) -> Path:
             )
         else:
             scripted = torch.jit.script(module)
-    scripted.save(str(path))
+    # The spec rides along as an extra file: torch.jit.load(path, _extra_files={"spec.json": ""}) reads it.
+    scripted.save(str(path), _extra_files={"spec.json": spec.to_json()})
     return path
 
 

@@ -31,6 +31,9 @@ from training.data import mnist_tensors
 from training.models import build_model, model_config
 from training.specs import make_spec
 
+# torch 2.14 deprecates TorchScript in favour of torch.export; loading it is what these tests check.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+
 
 def make_checkpoint(path: Path, family: str, spec: Spec, model_cfg: dict | None = None, model=None,
                     train: dict | None = None) -> Path:
@@ -83,6 +86,9 @@ def test_mnist_mlp_all_formats_match_eager_and_int8_keeps_accuracy(trained_mlp, 
     assert [i.name for i in graph.graph.input] == ["input"] and [o.name for o in graph.graph.output] == ["logits"]
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17 == OPSET
+    extra = {"spec.json": ""}
+    torch.jit.load(str(files["torchscript"]), _extra_files=extra)
+    assert Spec.from_json(extra["spec.json"]) == spec
     for f in ("onnx", "onnx-fp16", "onnx-int8"):
         m = onnx.load(str(files[f]))
         assert Spec.from_json({p.key: p.value for p in m.metadata_props}["spec"]) == spec
