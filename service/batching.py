@@ -1,0 +1,100 @@
+"""Adaptive batching across requests, per model, with BentoML's own batcher.
+
+``bentoml._internal.marshal.dispatcher.CorkDispatcher`` is what ``@bentoml.api(batchable=True)``
+uses inside (``_bentoml_impl/server/app.py``). We call it directly instead of through a batchable
+API because the batchable path decodes a whole request before it reaches our code, so one bad file
+would fail every request batched with it, and PIL errors escape as 500s. Here the endpoint decodes
+and validates its own uploads first (a bad file gets its own 4xx) and only the float tensors meet in
+the batcher: each request submits an ``(n_i, ...)`` array, the dispatcher groups queued requests up to
+``max_batch`` items (splitting a large request across calls when needed), and one model call runs
+at a time per model.
+
+Overload: the dispatcher cancels a queued request when it predicts a wait past ``max_latency_ms``;
+its ``fallback`` raises ``Overloaded`` (503 + Retry-After), so a client sees an answer, never a hang.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from service.errors import Overloaded
+
+# Batch-size buckets: powers of two up to the largest batch anyone configures (items per model call).
+BATCH_BUCKETS = tuple(float(2**i) for i in range(0, 13))
+# Latency buckets, seconds: 0.1 ms .. 10 s (an MLP batch is ~1 ms on CPU, a ResNet batch up to seconds).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@functools.cache
+def model_metrics() -> tuple[object, object]:
+    """(inference latency histogram, batch size histogram), labelled by model; created once per process.
+
+    Created through ``bentoml.metrics`` so they land in BentoML's registry (multiprocess-safe) and on
+    ``/metrics`` next to BentoML's own ``bentoml_service_*`` series.
+    """
+    import bentoml
+
+    latency = bentoml.metrics.Histogram(
+        name="model_zoo_inference_seconds",
+        documentation="Model call latency (one batch through the runtime), seconds",
+        labelnames=["model"],
+        buckets=LATENCY_BUCKETS,
+    )
+    batch = bentoml.metrics.Histogram(
+        name="model_zoo_batch_size",
+        documentation="Items per model call after adaptive batching across requests",
+        labelnames=["model"],
+        buckets=BATCH_BUCKETS,
+    )
+    return latency, batch
+
+
+class Batcher:
+    """``await batcher(x)`` with ``x`` of shape ``(n, ...)`` -> ``fn(batch)[rows of x]``.
+
+    ``fn`` maps a float32 ``(N, ...)`` batch to an ``(N, ...)`` output; it runs in a worker thread.
+    Must first be called from the server's event loop (the dispatcher binds to it).
+    """
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_latency_ms: int,
+                 metrics: bool = True) -> None:
+        from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+        self.name = name
+        self.fn = fn
+        self.metrics = model_metrics() if metrics else None
+        self.dispatcher: CorkDispatcher = CorkDispatcher(
+            max_latency_in_ms=max_latency_ms,
+            max_batch_size=max_batch,
+            fallback=self._overloaded,
+            get_batch_size=len,  # items, not requests: a 100-image request counts as 100
+            batch_dim=(0, 0),
+        )
+        self._submit = self.dispatcher(self._run_batch)
+
+    def _overloaded(self) -> np.ndarray:
+        raise Overloaded(self.name)
+
+    def _run_batch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Called by the dispatcher in a thread with the queued requests' arrays; one output per part."""
+        sizes = [len(p) for p in parts]
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        start = time.perf_counter()
+        out = self.fn(batch)
+        if self.metrics is not None:
+            latency, batch_hist = self.metrics
+            latency.labels(model=self.name).observe(time.perf_counter() - start)
+            batch_hist.labels(model=self.name).observe(len(batch))
+        return np.split(out, np.cumsum(sizes)[:-1], axis=0)
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return self.fn(x)
+        return await self._submit(x)
+
+    def shutdown(self) -> None:
+        self.dispatcher.shutdown()

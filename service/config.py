@@ -1,0 +1,105 @@
+"""Service settings, read once from the environment (safe defaults; every cap is configurable).
+
+| variable | default | meaning |
+| --- | --- | --- |
+| ``MODEL_ZOO_RUNTIME`` | ``onnx`` | ``onnx`` (ONNX Runtime) or ``torchscript`` |
+| ``MODEL_ZOO_PRECISION`` | ``auto`` | ``auto`` (fp16 on a real GPU, else fp32), ``fp32``, ``fp16``, ``int8`` (CPU ONNX) |
+| ``MODEL_ZOO_THREADS`` | cores of this worker | intra-op threads per model session on CPU |
+| ``MODEL_ZOO_MAX_BODY_MB`` | ``32`` | request body cap, MiB (413 above it) |
+| ``MODEL_ZOO_MAX_IMAGES`` | ``256`` | images per request (413 above it); at most 1000 |
+| ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs) |
+| ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
+| ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
+| ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
+| ``MODEL_ZOO_MODELS`` | all four | comma list of the families to serve |
+
+The batching defaults come from measurement on 2 shared CPU cores (service/README.md): MNIST MLP
+inference costs ~0.02 ms per image plus ~0.1 ms per call, so a 128-item batch stays near 3 ms and a
+2 s budget only sheds load when a queue of several thousand images builds up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+FAMILIES = ("mnist-mlp", "cifar10-resnet18", "transfer-resnet18", "sine-rnn")
+MULTIPART_HARD_LIMIT = 1000  # starlette's own max_files; our cap stays below it so ours answers first
+
+
+class ConfigError(ValueError):
+    """A malformed MODEL_ZOO_* variable; the message names it and the accepted values."""
+
+
+def _int(name: str, default: int, lo: int, hi: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={value} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
+    return value
+
+
+def _float(name: str, default: float, lo: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value >= lo:
+        raise ConfigError(f"{name}={value} must be >= {lo}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def worker_cores() -> int:
+    """CPU cores this process may run on (cgroup/affinity aware where the OS tells us)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: str = "onnx"
+    precision: str = "auto"
+    threads: int = 1
+    max_body_bytes: int = 32 * 2**20
+    max_images: int = 256
+    max_pixels: int = 4096 * 4096
+    max_batch: int = 128
+    max_latency_ms: int = 2000
+    warmup_s: float = 0.0
+    models: tuple[str, ...] = FAMILIES
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        models = tuple(m.strip() for m in os.environ.get("MODEL_ZOO_MODELS", ",".join(FAMILIES)).split(",") if m.strip())
+        unknown = [m for m in models if m not in FAMILIES]
+        if unknown:
+            raise ConfigError(f"MODEL_ZOO_MODELS names unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+        return cls(
+            runtime=_choice("MODEL_ZOO_RUNTIME", "onnx", ("onnx", "torchscript")),
+            precision=_choice("MODEL_ZOO_PRECISION", "auto", ("auto", "fp32", "fp16", "int8")),
+            threads=_int("MODEL_ZOO_THREADS", worker_cores(), 1, 1024),
+            max_body_bytes=_int("MODEL_ZOO_MAX_BODY_MB", 32, 1, 4096) * 2**20,
+            max_images=_int("MODEL_ZOO_MAX_IMAGES", 256, 1, MULTIPART_HARD_LIMIT - 1),
+            max_pixels=_int("MODEL_ZOO_MAX_PIXELS", 4096 * 4096, 64, 2**31),
+            max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
+            max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
+            warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),
+            models=models,
+        )

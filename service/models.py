@@ -1,0 +1,156 @@
+"""The served models: an image classifier or a forecaster around one store entry and its session.
+
+Post-processing lives here (DESIGN.md: models return logits; softmax, top-k and labels belong to the
+service). Forecast validation uses the limits of the model's ``SequenceSpec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.batching import Batcher
+from service.config import Settings
+from service.errors import BadRequest
+from service.preprocess import preprocess_many
+from service.runtime import Session, load_session
+from service.spec import Spec
+
+logger = logging.getLogger("model_zoo.models")
+
+TOP_K = 5  # entries in "top_k" (fewer when the model has fewer classes)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, computed in float64 for stable small scores."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, labels: tuple[str, ...], k: int) -> list[list[dict[str, Any]]]:
+    """(N, K) probabilities -> per item the k best ``{"label", "index", "score"}``, best first (ties: lower index)."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": labels[j], "index": int(j), "score": float(p[j])} for j in row] for p, row in zip(probs, order)]
+
+
+@dataclass
+class Loaded:
+    """What every served model shares: its name, store tag, spec and session."""
+
+    name: str
+    tag: str
+    path: Path
+    spec: Spec
+    session: Session
+
+    def describe(self) -> str:
+        return (f"{self.tag}: {self.session.runtime} {self.session.artifact} on {self.session.provider}")
+
+
+class ImageClassifier:
+    def __init__(self, loaded: Loaded, settings: Settings) -> None:
+        self.m = loaded
+        self.settings = settings
+        self.spec = loaded.spec
+        self.batcher = Batcher(loaded.name, self.logits_sync, settings.max_batch, settings.max_latency_ms)
+
+    def logits_sync(self, x: np.ndarray) -> np.ndarray:
+        """(N, *input_shape) float32 -> (N, num_classes) logits, straight through the session."""
+        return self.m.session.run({"input": x})["logits"]
+
+    async def logits(self, x: np.ndarray) -> np.ndarray:
+        """Through the adaptive batcher (batched with other requests)."""
+        return await self.batcher(x)
+
+    def preprocess(self, files: list[tuple[str | None, bytes]]) -> np.ndarray:
+        return preprocess_many(files, self.spec.image, self.settings.max_pixels)
+
+    def postprocess(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        probs = softmax(logits)
+        k = min(TOP_K, self.spec.num_classes)
+        out = []
+        for best in top_k(probs, self.spec.labels, k):
+            out.append({**best[0], "top_k": best})
+        return out
+
+    async def classify(self, files: list[tuple[str | None, bytes]]) -> list[dict[str, Any]]:
+        x = await asyncio.to_thread(self.preprocess, files)  # decoding is CPU work: keep the loop free
+        return self.postprocess(await self.logits(x))
+
+    async def warmup(self, rounds: int, min_seconds: float) -> None:
+        """Run real batches of several sizes through the batcher (also trains its latency model)."""
+        rng = np.random.default_rng(0)
+        shape = self.spec.image.input_shape()
+        start = time.monotonic()
+        i = 0
+        while i < rounds or time.monotonic() - start < min_seconds:
+            n = (1, 2, 4, 8)[i % 4]
+            await self.logits(rng.standard_normal((n, *shape), dtype=np.float32))
+            i += 1
+
+
+class Forecaster:
+    def __init__(self, loaded: Loaded, settings: Settings) -> None:
+        self.m = loaded
+        self.spec = loaded.spec
+        self.seq = loaded.spec.sequence
+
+    def validate(self, history: list[float], steps: int) -> np.ndarray:
+        sq = self.seq
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise BadRequest(f"'steps' must be an integer, got {steps!r}")
+        if not 1 <= steps <= sq.max_steps:
+            raise BadRequest(f"'steps' must be between 1 and {sq.max_steps}, got {steps}")
+        if not sq.min_history <= len(history) <= sq.max_history:
+            raise BadRequest(f"'history' must have between {sq.min_history} and {sq.max_history} values, "
+                             f"got {len(history)}")
+        bad = [i for i, v in enumerate(history) if not math.isfinite(v)]
+        if bad:
+            raise BadRequest(f"'history' must hold finite numbers; history[{bad[0]}] is {history[bad[0]]!r}"
+                             + (f" ({len(bad)} such values)" if len(bad) > 1 else ""))
+        return np.asarray(history, dtype=np.float32)
+
+    def zero_state(self, n: int) -> dict[str, np.ndarray]:
+        return {s: np.zeros((self.seq.num_layers, n, self.seq.hidden_size), np.float32) for s in self.seq.state_names}
+
+    def rollout(self, history: np.ndarray, steps: int) -> np.ndarray:
+        """(T,) history -> (steps,) forecast: the step graph fed the history with zero state, then
+        one step at a time feeding its own prediction back (docs/contracts.md)."""
+        sess = self.m.session
+        feeds = {"x": history.reshape(1, -1, 1), **self.zero_state(1)}  # x (1, T, 1)
+        out = np.empty(steps, np.float32)
+        for t in range(steps):
+            res = sess.run(feeds)
+            out[t] = res["y"][0, -1, 0]  # the prediction of the next value
+            feeds = {"x": res["y"][:, -1:, :], **{s: res[f"{s}_out"] for s in self.seq.state_names}}
+        return out
+
+    def forecast(self, history: list[float], steps: int) -> list[float]:
+        return [float(v) for v in self.rollout(self.validate(history, steps), steps)]
+
+    async def warmup(self, rounds: int, min_seconds: float) -> None:
+        t = np.arange(max(self.seq.min_history, 20), dtype=np.float32) * self.seq.dt
+        start = time.monotonic()
+        i = 0
+        while i < rounds or time.monotonic() - start < min_seconds:
+            await asyncio.to_thread(self.rollout, np.sin(t), 8)
+            i += 1
+
+
+def load_model(name: str, stored: Any, settings: Settings) -> ImageClassifier | Forecaster:
+    """A BentoML stored model -> a served model (session created, not yet warmed up)."""
+    path = Path(stored.path)
+    spec_file = path / "spec.json"
+    spec = Spec.from_json(spec_file.read_text()) if spec_file.is_file() else Spec.from_dict(stored.info.metadata["spec"])
+    session = load_session(path, spec, settings.runtime, settings.precision, settings.threads)
+    loaded = Loaded(name, str(stored.tag), path, spec, session)
+    logger.info("loaded %s", loaded.describe())
+    return ImageClassifier(loaded, settings) if spec.task == "classification" else Forecaster(loaded, settings)

@@ -1,0 +1,221 @@
+"""Open Inference Protocol (KServe v2 REST) for every served model, as an ASGI app BentoML mounts.
+
+Routes: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models/{name}`` (metadata),
+``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (also under ``/versions/{v}``).
+Image models take either ``input`` (FP32, the preprocessed tensor the model expects) or ``images``
+(BYTES, one encoded image file per element, preprocessed here as the spec says) and return
+``logits`` (FP32). An output requested with ``"parameters": {"classification": K}`` comes back as
+BYTES ``(N, K)`` strings ``"score:index:label"`` (score = softmax probability, as on /classify_*).
+The forecaster exposes its step graph: ``x`` (N, T, 1), ``h`` [, ``c``] -> ``y``, ``h_out`` [, ``c_out``];
+omitted states start at zero. Errors: ``{"error": "..."}`` with 400 or 404 (503 while loading or
+overloaded, so clients retry). Health follows the spec: 200 true, 400 false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.errors import BadRequest, ModelUnavailable, NotFound, ServiceError, TooLarge
+from service.models import Forecaster, ImageClassifier, softmax, top_k
+from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
+from service.preprocess import preprocess_many
+
+EXTENSIONS = ["binary_tensor_data", "classification"]
+
+
+def _zoo() -> Any:
+    import bentoml
+
+    service = bentoml.get_current_service()
+    if service is None:
+        raise ModelUnavailable("the service is starting; retry shortly")
+    return service.zoo
+
+
+def _error(exc: ServiceError) -> JSONResponse:
+    status = exc.status
+    if isinstance(exc, ModelUnavailable) and "not in the model store" in exc.message:
+        status = 404  # OIP: a model the repository does not have
+    return JSONResponse({"error": exc.message}, status_code=status, headers=exc.headers)
+
+
+def _model(name: str) -> ImageClassifier | Forecaster:
+    return _zoo().get(name)
+
+
+def metadata(name: str, model: ImageClassifier | Forecaster) -> dict[str, Any]:
+    s = model.m.session
+    platform = "onnxruntime_onnx" if s.runtime == "onnx" else "pytorch_torchscript"
+    version = model.m.tag.split(":", 1)[-1]
+    if isinstance(model, ImageClassifier):
+        shape = model.spec.image.input_shape()
+        inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]},
+                  {"name": "images", "datatype": "BYTES", "shape": [-1]}]
+        outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, model.spec.num_classes]}]
+    else:
+        sq = model.seq
+        state = [sq.num_layers, -1, sq.hidden_size]  # (layers, N, hidden)
+        inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 1]},
+                  *({"name": n, "datatype": "FP32", "shape": state} for n in sq.state_names)]
+        outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1, 1]},
+                   *({"name": f"{n}_out", "datatype": "FP32", "shape": state} for n in sq.state_names)]
+    return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs,
+            "parameters": {"artifact": s.artifact, "provider": s.provider, "spec": model.spec.to_dict()}}
+
+
+async def server_metadata(_: Request) -> Response:
+    import bentoml
+
+    return JSONResponse({"name": "model_zoo", "version": bentoml.__version__, "extensions": EXTENSIONS})
+
+
+async def live(_: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def ready(_: Request) -> Response:
+    try:
+        ok = _zoo().is_ready()
+    except ServiceError:
+        ok = False
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
+
+
+async def model_metadata(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        return JSONResponse(metadata(name, _model(name)))
+    except ServiceError as exc:
+        return _error(exc)
+
+
+async def model_ready(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        _model(name)
+    except (NotFound, ModelUnavailable) as exc:
+        if isinstance(exc, NotFound) or "not in the model store" in exc.message:
+            return _error(exc)
+        return JSONResponse({"name": name, "ready": False}, status_code=400)
+    return JSONResponse({"name": name, "ready": True})
+
+
+def _float_input(t: Tensor, expected: list[int]) -> np.ndarray:
+    """Check an FP32 tensor against an expected shape (-1 = any); the error names both."""
+    if t.datatype != "FP32":
+        raise BadRequest(f"input {t.name!r}: datatype must be FP32, got {t.datatype}")
+    if len(t.shape) != len(expected) or any(e != -1 and e != s for e, s in zip(expected, t.shape)):
+        raise BadRequest(f"input {t.name!r}: shape {t.shape} does not match {expected} (-1: any size)")
+    if not np.isfinite(t.value).all():
+        raise BadRequest(f"input {t.name!r}: contains NaN or infinite values")
+    return t.value.astype(np.float32, copy=False)
+
+
+def _only(req: InferRequest, allowed: set[str]) -> None:
+    unknown = sorted(set(req.inputs) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown input(s) {unknown}; this model takes {sorted(allowed)}")
+
+
+async def _infer_image(model: ImageClassifier, req: InferRequest) -> dict[str, np.ndarray]:
+    _only(req, {"input", "images"})
+    if len(req.inputs) != 1:
+        raise BadRequest("send exactly one of 'input' (FP32 tensor) or 'images' (BYTES, encoded image files)")
+    limit = model.settings.max_images
+    if "images" in req.inputs:
+        t = req.inputs["images"]
+        if t.datatype != "BYTES" or len(t.shape) != 1:
+            raise BadRequest(f"input 'images': must be BYTES of shape [N], got {t.datatype} {t.shape}")
+        if len(t.value) > limit:
+            raise TooLarge(f"input 'images': {len(t.value)} images is over the cap of {limit} (MODEL_ZOO_MAX_IMAGES)")
+        if not t.value:
+            raise BadRequest("input 'images': no images")
+        x = await asyncio.to_thread(preprocess_many, [(None, b) for b in t.value], model.spec.image,
+                                    model.settings.max_pixels)
+    else:
+        x = _float_input(req.inputs["input"], [-1, *model.spec.image.input_shape()])
+        if len(x) == 0:
+            raise BadRequest("input 'input': batch of 0 items")
+    return {"logits": await model.logits(np.ascontiguousarray(x))}
+
+
+async def _infer_forecast(model: Forecaster, req: InferRequest) -> dict[str, np.ndarray]:
+    sq = model.seq
+    _only(req, {"x", *sq.state_names})
+    if "x" not in req.inputs:
+        raise BadRequest("input 'x' (FP32, shape [N, T, 1]) is required")
+    x = _float_input(req.inputs["x"], [-1, -1, 1])
+    n, steps = x.shape[0], x.shape[1]
+    if n == 0 or not 1 <= steps <= sq.max_history:
+        raise BadRequest(f"input 'x': need N >= 1 and 1 <= T <= {sq.max_history}, got shape {list(x.shape)}")
+    feeds = {"x": x, **model.zero_state(n)}
+    for s in sq.state_names:
+        if s in req.inputs:
+            feeds[s] = _float_input(req.inputs[s], [sq.num_layers, n, sq.hidden_size])
+    return await asyncio.to_thread(model.m.session.run, feeds)
+
+
+def _output_tensors(model: ImageClassifier | Forecaster, req: InferRequest,
+                    results: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], Any, bool]]:
+    binary_default = bool(req.parameters.get("binary_data_output", False))
+    wanted = req.outputs or [{"name": n} for n in results]
+    out = []
+    for o in wanted:
+        name, params = o["name"], o.get("parameters") or {}
+        if name not in results:
+            raise BadRequest(f"unknown output {name!r}; this model returns {sorted(results)}")
+        binary = bool(params.get("binary_data", binary_default))
+        value = results[name]
+        k = params.get("classification")
+        if k is not None:
+            if not isinstance(model, ImageClassifier):
+                raise BadRequest(f"output {name!r}: the classification extension applies to image models only")
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise BadRequest(f"output {name!r}: 'classification' must be a positive integer, got {k!r}")
+            k = min(k, model.spec.num_classes)
+            rows = top_k(softmax(value), model.spec.labels, k)
+            strings = [f"{e['score']:.6f}:{e['index']}:{e['label']}".encode() for row in rows for e in row]
+            out.append(({"name": name, "datatype": "BYTES", "shape": [len(rows), k]}, strings, binary))
+        else:
+            value = np.asarray(value, dtype=np.float32)
+            out.append(({"name": name, "datatype": "FP32", "shape": list(value.shape)}, value, binary))
+    return out
+
+
+async def infer(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        model = _model(name)
+        req = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+        if isinstance(model, ImageClassifier):
+            results = await _infer_image(model, req)
+        else:
+            results = await _infer_forecast(model, req)
+        header: dict[str, Any] = {"model_name": name, "model_version": model.m.tag.split(":", 1)[-1]}
+        if req.id is not None:
+            header["id"] = req.id
+        body, headers = encode_response(header, _output_tensors(model, req, results))
+        return Response(body, headers=headers)
+    except ServiceError as exc:
+        return _error(exc)
+
+
+oip_app = Starlette(routes=[
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/v2/models/{name}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+])

@@ -1,0 +1,179 @@
+"""Inference sessions over the exported files: ONNX Runtime (default) or TorchScript.
+
+Both take and return numpy arrays by tensor name (docs/contracts.md: ``input`` -> ``logits`` for
+image models; ``x``, ``h`` [, ``c``] -> ``y``, ``h_out`` [, ``c_out``] for the RNN step graph).
+
+ONNX Runtime: with a real CUDA device, providers TensorRT -> CUDA -> CPU and ``model.fp16.onnx``
+(float32 IO). ``onnxruntime-gpu`` lists the CUDA provider even on machines without a GPU, so the
+device is checked through the CUDA driver (``cuDeviceGetCount``), and the provider the session really
+got is logged; a GPU session that silently fell back to CPU is rebuilt with the fp32 graph. On CPU:
+``model.onnx`` (fp32), or ``model.int8.onnx`` with ``MODEL_ZOO_PRECISION=int8``, and intra-op
+threads sized to the worker's cores. torch is imported only when the TorchScript runtime is chosen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from service.spec import Spec
+
+logger = logging.getLogger("model_zoo.runtime")
+
+ARTIFACTS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "torchscript": "model.ts"}
+
+
+class RuntimeLoadError(RuntimeError):
+    """A model directory whose artifacts cannot be loaded; the message names the file."""
+
+
+def io_names(spec: Spec) -> tuple[list[str], list[str]]:
+    """Tensor names fixed by docs/contracts.md."""
+    if spec.task == "forecast":
+        states = spec.sequence.state_names
+        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
+    return ["input"], ["logits"]
+
+
+def cuda_device_count() -> int:
+    """Real CUDA devices visible to this process (0 without a driver or a GPU); never imports torch."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
+
+
+def _tensorrt_loadable() -> bool:
+    for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(lib)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+@dataclass
+class Session:
+    """A loaded model: ``run({name: array}) -> {name: array}`` plus what was chosen, for logs and /v2."""
+
+    runtime: str  # "onnx" | "torchscript"
+    artifact: str  # file name inside the model directory
+    provider: str  # e.g. "CPUExecutionProvider", "CUDAExecutionProvider", "torch:cpu"
+    input_names: list[str]
+    output_names: list[str]
+    _run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = field(repr=False)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(feeds)
+
+
+def load_session(model_dir: str | Path, spec: Spec, runtime: str = "onnx", precision: str = "auto",
+                 threads: int = 1) -> Session:
+    model_dir = Path(model_dir)
+    if runtime == "torchscript":
+        return _torchscript_session(model_dir, spec, threads)
+    return _onnx_session(model_dir, spec, precision, threads)
+
+
+def _pick_onnx_artifact(model_dir: Path, precision: str, gpu: bool, name: str) -> str:
+    wanted = {"auto": "fp16" if gpu else "fp32", "fp16": "fp16", "fp32": "fp32", "int8": "int8"}[precision]
+    if wanted == "fp16" and not gpu:
+        logger.warning("%s: fp16 asked for but no CUDA device is present; serving fp32 on CPU", name)
+        wanted = "fp32"
+    if wanted == "int8" and gpu:
+        logger.warning("%s: int8 is the CPU artifact; on the GPU serving fp16", name)
+        wanted = "fp16"
+    if not (model_dir / ARTIFACTS[wanted]).is_file():
+        logger.warning("%s: %s not in the store entry; serving fp32", name, ARTIFACTS[wanted])
+        wanted = "fp32"
+    return ARTIFACTS[wanted]
+
+
+def _onnx_session(model_dir: Path, spec: Spec, precision: str, threads: int) -> Session:
+    import onnxruntime as ort
+
+    gpu = cuda_device_count() > 0 and "CUDAExecutionProvider" in ort.get_available_providers()
+    artifact = _pick_onnx_artifact(model_dir, precision, gpu, spec.family)
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if gpu:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "TensorrtExecutionProvider" in ort.get_available_providers() and _tensorrt_loadable():
+            providers.insert(0, ("TensorrtExecutionProvider", {"trt_fp16_enable": artifact == ARTIFACTS["fp16"]}))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads  # one model call uses the worker's cores; batches run one at a time
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # ORT's own warnings go to stderr; ours say what was chosen
+    path = model_dir / artifact
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises several types; the message names the file
+        if gpu:
+            logger.warning("%s: GPU session for %s failed (%s); falling back to CPU fp32", spec.family, artifact, exc)
+            return _onnx_cpu_fallback(model_dir, spec, threads, opts)
+        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from exc
+    used = sess.get_providers()[0]
+    if gpu and used == "CPUExecutionProvider":
+        logger.warning("%s: CUDA was listed but the session runs on CPU; rebuilding with fp32", spec.family)
+        return _onnx_cpu_fallback(model_dir, spec, threads, opts)
+    return _wrap_ort(sess, spec, artifact, used)
+
+
+def _onnx_cpu_fallback(model_dir: Path, spec: Spec, threads: int, opts: Any) -> Session:
+    import onnxruntime as ort
+
+    path = model_dir / ARTIFACTS["fp32"]
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from exc
+    return _wrap_ort(sess, spec, ARTIFACTS["fp32"], "CPUExecutionProvider")
+
+
+def _wrap_ort(sess: Any, spec: Spec, artifact: str, provider: str) -> Session:
+    inputs, outputs = io_names(spec)
+    found = [i.name for i in sess.get_inputs()]
+    if sorted(found) != sorted(inputs):
+        raise RuntimeLoadError(f"{artifact}: graph inputs {found} do not match the contract {inputs}")
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = sess.run(outputs, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        return dict(zip(outputs, values))
+
+    return Session("onnx", artifact, provider, inputs, outputs, run)
+
+
+def _torchscript_session(model_dir: Path, spec: Spec, threads: int) -> Session:
+    import torch  # only here: a CPU ONNX deployment never needs torch
+
+    path = model_dir / ARTIFACTS["torchscript"]
+    if not path.is_file():
+        raise RuntimeLoadError(f"{path}: no TorchScript artifact in this store entry (export with --formats torchscript)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        module = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 - RuntimeError for corrupt files, others for missing ops
+        raise RuntimeLoadError(f"{path}: torch.jit.load failed: {str(exc).splitlines()[0]}") from exc
+    inputs, outputs = io_names(spec)
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.float32)).to(device) for n in inputs]
+        with torch.inference_mode():
+            out = module(*args)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return {n: t.float().cpu().numpy() for n, t in zip(outputs, out)}
+
+    return Session("torchscript", ARTIFACTS["torchscript"], f"torch:{device.type}", inputs, outputs, run)
