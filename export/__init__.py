@@ -24,8 +24,8 @@ class ExportError(RuntimeError):
 
 def default_formats(task: str) -> list[str]:
     """All formats, except fp16 for the forecaster: a 16-unit RNN gains nothing from fp16, and ONNX
-    Runtime 1.31's CPU provider crashes (SIGSEGV) loading an fp16 LSTM/GRU/RNN graph, so a CPU
-    service that picked it up would die. It can still be asked for explicitly."""
+    Runtime 1.31's CPU provider crashes (SIGSEGV) loading an fp16 LSTM/GRU/RNN graph with its default
+    optimisation level, so a CPU service that picked it up would die. It can still be asked for."""
     return [f for f in FORMATS if not (task == "forecast" and f == "onnx-fp16")]
 
 

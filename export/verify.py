@@ -11,105 +11,21 @@ Failures are collected, so the report shows every problem at once; the caller ra
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from export import ExportError
 from export.artifacts import io_names, serving_module
+from export.runtime import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
 from service.spec import Spec
 
 RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
 PARITY_BATCHES = (1, 7)  # batch sizes other than the exported one (2)
-CHUNK = 64  # samples per forward pass over the validation set
 MNIST_INT8_MAX_DROP = 0.5  # accuracy points
-
-Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
-
-
-def torch_runner(module: nn.Module) -> Runner:
-    """Eager or TorchScript module -> runner over numpy inputs; outputs always a list."""
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.numpy() for o in out]
-
-    return run
-
-
-def ort_runner(path: Path, input_names: list[str]) -> Runner:
-    """ONNX Runtime on the CPU execution provider; raises whatever ORT raises when it cannot load."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only; shape-hint warnings are not failures
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    if names != input_names:
-        raise ExportError(f"{path.name}: inputs are {names}, the contract says {input_names}")
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return session.run(None, {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(names, inputs)})
-
-    return run
-
-
-_PROBE = (
-    "import sys, numpy as np, onnxruntime as ort\n"
-    "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
-    "print(len(s.get_inputs()))\n"
-)
-
-
-def cpu_cannot_load(path: Path) -> str | None:
-    """Load the graph with ORT's CPU EP in a child process; None if it loads, else why not.
-
-    A child, because ORT 1.31 does not raise on an fp16 LSTM/GRU/RNN graph on the CPU EP: it
-    dies with SIGSEGV while creating the session, which would take the exporter down with it.
-    """
-    try:
-        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return "ONNX Runtime's CPU execution provider did not load it within 300 s"
-    if proc.returncode == 0:
-        return None
-    ops = sorted({n.op_type for n in onnx.load(str(path)).graph.node} & {"LSTM", "GRU", "RNN"})
-    reason = "crashed (SIGSEGV)" if proc.returncode == -signal.SIGSEGV else f"failed (exit {proc.returncode})"
-    tail = (proc.stderr.strip().splitlines() or [""])[-1][:160]
-    return f"ONNX Runtime's CPU execution provider {reason} loading it{' (fp16 ' + '/'.join(ops) + ')' if ops else ''}{': ' + tail if tail else ''}"
-
-
-def _jit_load(path: Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated" (torch 2.14)
-        return torch.jit.load(str(path), map_location="cpu")
-
-
-def model_inputs(spec: Spec, x: np.ndarray) -> list[np.ndarray]:
-    """A batch of samples -> the graph's inputs (the RNN gets a zero initial state)."""
-    if spec.task == "forecast":
-        sq = spec.sequence
-        zeros = np.zeros((sq.num_layers, len(x), sq.hidden_size), dtype=np.float32)
-        return [x, *[zeros for _ in sq.state_names]]
-    return [x]
-
-
-def run_all(run: Runner, spec: Spec, x: np.ndarray) -> list[np.ndarray]:
-    """Forward the whole sample set in chunks; concatenate along the batch axis of each output."""
-    parts = [run(model_inputs(spec, x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)]
-    batch_axis = [0] + [1] * (len(parts[0]) - 1)  # y: (N, T, 1); states: (layers, N, hidden)
-    return [np.concatenate([p[k] for p in parts], axis=ax) for k, ax in enumerate(batch_axis)]
-
 
 def _close(actual: list[np.ndarray], expected: list[np.ndarray], names: list[str]) -> str | None:
     """None when every output matches within the fp32 tolerances, else the first mismatch's message."""
@@ -155,19 +71,19 @@ def verify(
     for fmt, path in files.items():
         row: dict[str, Any] = {"file": path.name}
         report["formats"][fmt] = row
-        if fmt == "onnx-fp16" and (why := cpu_cannot_load(path)) is not None:
-            # meant for CUDA; the CPU EP lacks some fp16 kernels (and crashes on fp16 LSTM/GRU/RNN)
-            row["status"] = f"skipped: {why}"
-            continue
         try:
-            run = torch_runner(_jit_load(path)) if fmt == "torchscript" else ort_runner(path, in_names)
+            if fmt == "torchscript":
+                run = torch_runner(jit_load(path))
+            elif fmt == "onnx-fp16":  # meant for CUDA; probe the CPU EP in a child first (see runtime.py)
+                run = _fp16_cpu_runner(path, in_names, row)
+                if run is None:
+                    continue
+            else:
+                run = ort_runner(path, in_names)
         except ExportError:
             raise
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if fmt == "onnx-fp16":  # meant for CUDA; the CPU EP lacks some fp16 kernels
-                row["status"] = f"skipped: CPU execution provider cannot run it ({first[:160]})"
-                continue
             raise ExportError(f"{path.name}: cannot be loaded by {'torch.jit' if fmt == 'torchscript' else 'ONNX Runtime'}: {first}") from exc
         outputs = run_all(run, spec, inputs)
         row.update(_quality(spec, outputs, targets))
@@ -178,6 +94,18 @@ def verify(
         row["status"] = "ok" if not problems else "FAILED"
         failures += [f"{fmt}: {p}" for p in problems]
     return report
+
+
+def _fp16_cpu_runner(path: Path, in_names: list[str], row: dict[str, Any]) -> Runner | None:
+    """The fp16 graph on the CPU EP at the highest optimisation level that loads it; None = skipped."""
+    crash = cpu_load_failure(path)
+    if crash is None:
+        return ort_runner(path, in_names)
+    if cpu_load_failure(path, "ORT_ENABLE_EXTENDED") is None:
+        row["note"] = f"{crash}; verified at ORT_ENABLE_EXTENDED, which loads it"
+        return ort_runner(path, in_names, level="ORT_ENABLE_EXTENDED")
+    row["status"] = f"skipped: {crash}"
+    return None
 
 
 def _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, eager_row, row) -> list[str]:
@@ -232,6 +160,7 @@ def format_table(report: dict[str, Any]) -> str:
             acc = f"{r['accuracy']:.2f}" if "accuracy" in r else "-"
             rows.append([fmt, r.get("status", ""), diff, agree, acc])
     notes = [f"{row[0]}: {row[1]}" for row in rows[1:] if row[1].startswith("skipped")]
+    notes += [f"{fmt}: {r['note']}" for fmt, r in report["formats"].items() if r.get("note")]
     for row in rows[1:]:
         row[1] = "skipped" if row[1].startswith("skipped") else row[1]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]

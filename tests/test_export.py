@@ -20,7 +20,7 @@ import onnx
 import pytest
 import torch
 
-from export import parse_formats
+from export import ExportError, parse_formats
 from export.api import build_artifacts, load_model, validation_samples
 from export.artifacts import OPSET
 from export.verify import format_table, verify
@@ -108,6 +108,16 @@ def test_int8_bound_is_enforced(trained_mlp, tmp_path, monkeypatch):
     assert any("int8 loses" in f for f in report["failures"]), report["failures"]
 
 
+def test_weights_of_another_family_are_refused(trained_mlp, tmp_path):
+    """A checkpoint that claims cifar10-resnet18 but holds the MLP's weights: a named error, no export."""
+    data = torch.load(trained_mlp[0], weights_only=True)
+    data["config"] = {**data["config"], "family": "cifar10-resnet18", "model": {}}
+    data["spec"] = make_spec("cifar10-resnet18", classes=CIFAR10_CLASSES).to_dict()
+    torch.save(data, tmp_path / "mixed.pt")
+    with pytest.raises(ExportError, match="do not fit a cifar10-resnet18 model"):
+        load_model(tmp_path / "mixed.pt")
+
+
 def test_parity_check_catches_a_different_model(trained_mlp, tmp_path):
     """Artifacts of one model verified against another: every fp32 check must fail, by name."""
     path, x, y = trained_mlp
@@ -136,8 +146,12 @@ def test_sine_rnn_step_graph_matches_eager(cell, tmp_path):
     rows = report["formats"]
     assert rows["onnx"]["max_abs_diff"] < 1e-4 and rows["torchscript"]["max_abs_diff"] < 1e-4
     assert rows["onnx-int8"]["status"] == "ok" and rows["onnx-int8"]["max_abs_diff"] < 0.05
-    # ORT 1.31's CPU EP crashes on fp16 recurrent ops: reported as skipped, not a failure, not a crash
-    assert rows["onnx-fp16"]["status"].startswith("skipped") and cell.upper() in rows["onnx-fp16"]["status"]
+    # ORT 1.31's CPU EP segfaults optimising fp16 recurrent graphs at ORT_ENABLE_ALL: the exporter
+    # survives it (child-process probe), says so, and verifies at ORT_ENABLE_EXTENDED instead.
+    fp16 = rows["onnx-fp16"]
+    assert fp16["status"] == "ok" and fp16["max_abs_diff"] < 1e-2
+    if "note" in fp16:
+        assert f"fp16 {cell.upper()}" in fp16["note"] and "ORT_ENABLE_EXTENDED" in fp16["note"]
     states = ["h", "c"] if cell == "lstm" else ["h"]
     graph = onnx.load(str(files["onnx"])).graph
     assert [i.name for i in graph.input] == ["x", *states]
@@ -146,6 +160,7 @@ def test_sine_rnn_step_graph_matches_eager(cell, tmp_path):
     assert dims == ["batch", "seq"] and [d.dim_param for d in graph.output[0].type.tensor_type.shape.dim[:2]] == dims
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cifar10-resnet18", "transfer-resnet18"])
 def test_resnets_match_eager(family, tmp_path):
     """Untrained ResNets on tiny real-format data: 20 CIFAR-10 test images / 6 ImageFolder val images at 224."""

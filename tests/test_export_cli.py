@@ -15,12 +15,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from fixtures_data import mnist_data_dir
 from service.spec import Spec
 from test_export import make_checkpoint, trained_mlp  # noqa: F401  (module-scoped fixture, reused)
 from training.specs import make_spec
+
+pytestmark = pytest.mark.slow  # each test runs real exports in child processes (~5-25 s each)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -102,16 +103,10 @@ def test_unknown_format_fails_before_any_work(trained_mlp, env):  # noqa: F811
     assert_clean_failure(proc, env, "'tflite'", "choose from torchscript, onnx, onnx-fp16, onnx-int8")
 
 
-def test_wrong_family_is_refused(trained_mlp, env, tmp_path):  # noqa: F811
+def test_wrong_family_is_refused(trained_mlp, env):  # noqa: F811
     ckpt = str(trained_mlp[0])
     assert_clean_failure(export([ckpt, "--family", "sine-rnn"], env), env, "'mnist-mlp'", "expected 'sine-rnn'")
     assert_clean_failure(export([ckpt, "--name", "sine-rnn"], env), env, "belongs to the sine-rnn family")
-    # a checkpoint that claims one family but holds another's weights
-    data = torch.load(ckpt, weights_only=True)
-    data["config"] = {**data["config"], "family": "cifar10-resnet18", "model": {}}
-    data["spec"] = make_spec("cifar10-resnet18", classes=[str(i) for i in range(10)]).to_dict()
-    torch.save(data, tmp_path / "mixed.pt")
-    assert_clean_failure(export([str(tmp_path / "mixed.pt")], env), env, "do not fit a cifar10-resnet18 model")
 
 
 SABOTAGE = textwrap.dedent('''
