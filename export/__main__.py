@@ -27,7 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     # for transfer-resnet18 is not under $DATA_DIR); $DATA_DIR is the fallback when it records none.
     p.add_argument("--data-dir", default=None,
                    help="validation data root (default: the one recorded in the checkpoint, else $DATA_DIR, else ./data)")
-    p.add_argument("--out-dir", default=None, help="also keep a copy of the verified files here")
+    p.add_argument("--out-dir", default=None, help="also keep a copy of the files and report.json here "
+                   "(written even when verification fails, to inspect; the store gets nothing then)")
     p.add_argument("--family", default=None, help="refuse the checkpoint unless it is of this family")
     return p
 

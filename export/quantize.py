@@ -50,7 +50,7 @@ def to_fp16(src: Path, dst: Path, spec: Spec) -> Path:
         raise ExportError(f"{dst.name}: fp16 conversion failed: {exc}") from exc
     onnx.save_model(half, str(dst))
     stamp_metadata(dst, spec)
-    check_onnx(dst, full=False)
+    check_onnx(dst, full=True)
     return dst
 
 
@@ -107,5 +107,5 @@ def to_int8(src: Path, dst: Path, spec: Spec, calibration: np.ndarray | None = N
     except Exception as exc:
         raise ExportError(f"{dst.name}: int8 quantisation failed: {exc}") from exc
     stamp_metadata(dst, spec)
-    check_onnx(dst, full=False)
+    check_onnx(dst, full=True)
     return dst
