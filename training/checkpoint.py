@@ -59,6 +59,10 @@ def load_checkpoint(path: str | os.PathLike, family: str | None = None) -> dict[
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a non-checkpoint file can fail the legacy unpickler in many ways
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

@@ -230,11 +230,12 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
                 break
     finally:
         writer.close()
-    return _finish(model, splits, task, args, device, out_dir, final_eval, time.perf_counter() - t0)
+    return _finish(model, splits, task, args, device, out_dir, final_eval, time.perf_counter() - t0, history)
 
 
 def _finish(model: nn.Module, splits: Splits, task: Task, args: argparse.Namespace, device: torch.device,
-            out_dir: Path, final_eval: Callable[[nn.Module], dict] | None, seconds: float) -> dict[str, Any]:
+            out_dir: Path, final_eval: Callable[[nn.Module], dict] | None, seconds: float,
+            history: list[dict]) -> dict[str, Any]:
     """Evaluate the best weights on the test split, add them to best.pt and write metrics.json."""
     best_path = out_dir / "best.pt"
     ckpt = load_checkpoint(best_path)
@@ -246,6 +247,7 @@ def _finish(model: nn.Module, splits: Splits, task: Task, args: argparse.Namespa
     if final_eval is not None:
         metrics.update(final_eval(model))
     metrics["train_seconds"] = seconds
+    metrics["history"] = history  # every epoch run, including those after the best one
     ckpt["metrics"] = metrics
     save_checkpoint(best_path, ckpt)
     summary = {k: v for k, v in metrics.items() if k != "history"}

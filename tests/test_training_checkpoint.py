@@ -1,0 +1,118 @@
+"""Checkpoints that are truncated, foreign, for another family, or malicious give a clear CheckpointError;
+optimisers and schedules follow their flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.models import build_model, config_to_dict, model_config
+from training.optim import make_optimizer, make_scheduler, scheduler_step
+from training.specs import mnist_spec
+
+
+def good_checkpoint(tmp_path):
+    cfg = model_config("mnist-mlp")
+    ckpt = {"model": build_model("mnist-mlp", cfg).state_dict(), "optimizer": None, "scheduler": None, "epoch": 1,
+            "config": {"family": "mnist-mlp", "model": config_to_dict(cfg), "train": {"data_dir": "/x"}},
+            "spec": mnist_spec().to_dict(), "metrics": {}}
+    return save_checkpoint(tmp_path / "best.pt", ckpt)
+
+
+def test_round_trip_and_family_check(tmp_path):
+    path = good_checkpoint(tmp_path)
+    assert load_checkpoint(path, "mnist-mlp")["epoch"] == 1
+    with pytest.raises(CheckpointError, match="'mnist-mlp', expected 'sine-rnn'"):
+        load_checkpoint(path, "sine-rnn")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = good_checkpoint(tmp_path)
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_wrong_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "notes.txt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
+        load_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class _Exploit:
+    """Unpickling this object would run a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = good_checkpoint(tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["metrics"] = {"note": _Exploit(marker)}
+    torch.save(ckpt, tmp_path / "evil.pt")  # a real torch zip file holding a code-running object
+    assert zipfile.is_zipfile(tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists(), "the payload ran"
+    # sanity: plain pickle would have run it
+    pickle.loads(pickle.dumps(_Exploit(marker)))
+    assert marker.exists()
+
+
+def _args(**kw):
+    base = dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, scheduler="none",
+                step_size=2, gamma=0.5, patience=2, epochs=4)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_optimizers_follow_flags():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = make_optimizer(params, _args())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 5e-4
+    assert isinstance(make_optimizer(params, _args(optimizer="adamw")), torch.optim.AdamW)
+    assert isinstance(make_optimizer(params, _args(optimizer="adam")), torch.optim.Adam)
+
+
+def _lrs(scheduler_name, steps_per_epoch=3, metrics=(1.0, 1.0, 1.0, 1.0)):
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], _args())
+    args = _args(scheduler=scheduler_name)
+    sch = make_scheduler(opt, args, steps_per_epoch, mode="min")
+    lrs = []
+    for epoch in range(args.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        for _ in range(steps_per_epoch):
+            opt.step()
+            scheduler_step(sch, args, per_batch=True)
+        scheduler_step(sch, args, per_batch=False, metric=metrics[epoch])
+    return lrs
+
+
+def test_schedules():
+    assert _lrs("none") == [0.1] * 4
+    assert _lrs("step") == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    cosine = _lrs("cosine")
+    assert cosine[0] == pytest.approx(0.1) and cosine[1] > cosine[2] > cosine[3] > 0
+    onecycle = _lrs("onecycle")
+    assert onecycle[0] < 0.01 and max(onecycle) <= 0.1 + 1e-9  # warm-up from max_lr / 25
+    plateau = _lrs("plateau", metrics=(1.0, 1.0, 1.0, 1.0))  # no improvement: lr halves after patience 1
+    assert plateau[0] == 0.1 and plateau[-1] < 0.1
