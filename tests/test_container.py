@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tomllib
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # deploy/ is tooling, not part of the installed p
 
 from deploy import bentofile_variant, check_container  # noqa: E402
 
-DATA_DIR = Path(__import__("os").environ.get("DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("DATA_DIR", ROOT.parent / "shared" / "data"))
 BASE = "localhost/debian-py:bookworm"
 
 
@@ -146,3 +147,14 @@ def test_podman_configuration_is_valid_and_kept_in_the_work_folder(tmp_path):
 def test_shell_scripts_parse():
     for script in (ROOT / "scripts" / "container_test.sh", ROOT / "deploy" / "podman.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_script_fails_with_the_step_name_and_cleans_up(tmp_path):
+    """A missing dataset stops the run before anything is built: one clear line, no work folder left."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "no-data"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "container_test.sh")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"MNIST not found in {tmp_path / 'no-data'}/MNIST/raw" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "container-test: FAILED at step 'check prerequisites' (exit 1)"
+    assert not list(tmp_path.glob("model-zoo-container.*"))
