@@ -37,6 +37,8 @@ class Task:
     loss_fn: nn.Module
     # Puts the model in training mode; the transfer recipe keeps a frozen backbone's BatchNorm in eval.
     train_mode: Callable[[nn.Module], Any] = field(default=lambda m: m.train())
+    # Optional training-only input transform, e.g. the RNN's input noise (targets stay clean).
+    train_input: Callable[[torch.Tensor], torch.Tensor] | None = None
     # Optional extra training loss on top of loss_fn(forward(x), y), e.g. the RNN's free-running rollout.
     extra_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
@@ -97,7 +99,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, task: Task, optimizer:
     for i, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, cl), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            out = task.forward(model, x)
+            out = task.forward(model, task.train_input(x) if task.train_input is not None else x)
             loss = task.loss_fn(out.float(), y)
             if task.extra_loss is not None:
                 loss = loss + task.extra_loss(model, x, y)
