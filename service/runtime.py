@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -164,7 +165,9 @@ def _torchscript_session(model_dir: Path, spec: Spec, threads: int) -> Session:
     if device.type == "cpu":
         torch.set_num_threads(threads)
     try:
-        module = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "jit.load is deprecated": still how a .ts file loads
+            module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # noqa: BLE001 - RuntimeError for corrupt files, others for missing ops
         raise RuntimeLoadError(f"{path}: torch.jit.load failed: {str(exc).splitlines()[0]}") from exc
     inputs, outputs = io_names(spec)

@@ -1,0 +1,136 @@
+"""Unit tests without a server: runtime selection over real exported files, the OIP codec, the batcher,
+the settings parser and post-processing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from export import parse_formats
+from export.api import build_artifacts
+from service.batching import Batcher
+from service.config import ConfigError, Settings
+from service.errors import BadRequest
+from service.models import softmax, top_k
+from service.oip_codec import encode_response, parse_infer
+from service.runtime import cuda_device_count, load_session
+from training.models import build_model
+from training.specs import make_spec
+
+
+@pytest.fixture(scope="module")
+def mlp_dir(tmp_path_factory):
+    """Every artifact of a small random MLP, as export writes them into a store entry."""
+    torch.manual_seed(0)
+    model, spec = build_model("mnist-mlp", {"hidden": (32,)}).eval(), make_spec("mnist-mlp")
+    out = tmp_path_factory.mktemp("mlp")
+    calib = torch.randn(64, 784).numpy()
+    build_artifacts(model, spec, parse_formats(None), out, calib)
+    return out, model, spec
+
+
+def test_runtime_choices_on_cpu(mlp_dir, caplog):
+    path, model, spec = mlp_dir
+    x = np.random.default_rng(0).standard_normal((7, 784), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert cuda_device_count() == 0  # this machine: the GPU branches must not be taken
+    fp32 = load_session(path, spec, "onnx", "auto", threads=1)
+    assert (fp32.artifact, fp32.provider) == ("model.onnx", "CPUExecutionProvider")
+    np.testing.assert_allclose(fp32.run({"input": x})["logits"], expected, rtol=1e-4, atol=1e-5)
+    with caplog.at_level(logging.WARNING, logger="model_zoo.runtime"):
+        asked_fp16 = load_session(path, spec, "onnx", "fp16", threads=1)
+    assert asked_fp16.artifact == "model.onnx" and "no CUDA device" in caplog.text
+    int8 = load_session(path, spec, "onnx", "int8", threads=1)
+    assert int8.artifact == "model.int8.onnx"
+    assert np.abs(int8.run({"input": x})["logits"] - expected).max() < 0.25  # quantised, not identical
+    ts = load_session(path, spec, "torchscript", "auto", threads=1)
+    assert ts.provider == "torch:cpu"
+    np.testing.assert_allclose(ts.run({"input": x})["logits"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_settings_from_env(monkeypatch):
+    monkeypatch.setenv("MODEL_ZOO_MAX_IMAGES", "12")
+    monkeypatch.setenv("MODEL_ZOO_RUNTIME", "TorchScript")
+    s = Settings.from_env()
+    assert s.max_images == 12 and s.runtime == "torchscript"
+    for name, value, fragment in [("MODEL_ZOO_MAX_IMAGES", "5000", "out of range"),
+                                  ("MODEL_ZOO_PRECISION", "fp8", "choose one of"),
+                                  ("MODEL_ZOO_MAX_BODY_MB", "lots", "not an integer"),
+                                  ("MODEL_ZOO_MODELS", "mnist-mlp,gpt", "unknown families")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=fragment):
+            Settings.from_env()
+        monkeypatch.delenv(name)
+
+
+def test_softmax_and_top_k():
+    logits = np.array([[1.0, 3.0, 2.0, 3.0], [1000.0, 0.0, -1000.0, 0.0]], np.float32)
+    p = softmax(logits)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert np.isfinite(p).all()
+    best = top_k(p, ("a", "b", "c", "d"), 3)
+    assert [e["index"] for e in best[0]] == [1, 3, 2]  # ties keep the lower index first
+    assert best[1][0] == {"label": "a", "index": 0, "score": 1.0}
+
+
+def test_oip_codec_binary_roundtrip_and_nested_json():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    items = [b"ab", b"", b"xyz"]
+    blob = b"".join(struct.pack("<I", len(b)) + b for b in items)
+    header = json.dumps({"inputs": [
+        {"name": "a", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}},
+        {"name": "b", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}},
+        {"name": "c", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]},
+    ]}).encode()
+    req = parse_infer(header + x.tobytes() + blob, str(len(header)))
+    np.testing.assert_array_equal(req.inputs["a"].value, x)
+    assert req.inputs["b"].value == items
+    np.testing.assert_array_equal(req.inputs["c"].value, [[1, 2], [3, 4]])
+    body, headers = encode_response({"model_name": "m"}, [({"name": "y", "datatype": "FP32", "shape": [2, 3]}, x, True),
+                                                          ({"name": "s", "datatype": "BYTES", "shape": [1]}, [b"0.5:1:a"], False)])
+    split = int(headers["inference-header-content-length"])
+    meta = json.loads(body[:split])
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == 24 and meta["outputs"][1]["data"] == ["0.5:1:a"]
+    np.testing.assert_array_equal(np.frombuffer(body[split:], "<f4").reshape(2, 3), x)
+
+
+@pytest.mark.parametrize("body,fragment", [
+    (b"[]", "non-empty 'inputs'"),
+    (json.dumps({"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1.0, True]}]}).encode(), "must be numbers"),
+    (json.dumps({"inputs": [{"name": "a", "shape": [-1], "datatype": "FP32", "data": []}]}).encode(), "non-negative integers"),
+    (json.dumps({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]},
+                            {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode(), "given twice"),
+])
+def test_oip_codec_rejects(body, fragment):
+    with pytest.raises(BadRequest, match=fragment):
+        parse_infer(body, None)
+
+
+def test_batcher_groups_concurrent_requests_and_splits_results():
+    calls: list[int] = []
+
+    def double(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch * 2
+
+    async def main() -> list[np.ndarray]:
+        batcher = Batcher("unit", double, max_batch=64, max_latency_ms=5000, metrics=False)
+        for _ in range(14):  # past the dispatcher's 12-call training phase, which runs one at a time
+            await batcher(np.zeros((1, 2), np.float32))
+        calls.clear()
+        inputs = [np.full((i % 3 + 1, 2), i, np.float32) for i in range(30)]
+        outs = await asyncio.gather(*(batcher(x) for x in inputs))
+        batcher.shutdown()
+        for x, y in zip(inputs, outs):
+            np.testing.assert_array_equal(y, x * 2)  # every request gets its own rows back
+        return outs
+
+    asyncio.run(main())
+    assert sum(calls) == sum(i % 3 + 1 for i in range(30)) and len(calls) < 30 and max(calls) <= 64
