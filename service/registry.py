@@ -91,6 +91,9 @@ class Zoo:
         """The warmed-up model, or the 4xx/503 that explains why it cannot answer."""
         if name not in FAMILIES:
             raise NotFound(f"unknown model {name!r}; known models: {', '.join(FAMILIES)}")
+        if name not in self.settings.models:
+            raise ModelUnavailable(f"model {name!r} is not served by this instance: MODEL_ZOO_MODELS="
+                                   f"{','.join(self.settings.models)}")
         if name not in self.stored:
             raise ModelUnavailable(missing_model_message(name))
         if name in self.failures:
