@@ -1,0 +1,111 @@
+"""Bearer-token auth (service/auth.py) in front of the real OIP ASGI app, in process.
+
+The OIP app answers ``/v2`` and ``/v2/health/live`` without a BentoML service running, so the
+middleware is checked around real routes: open paths stay open, protected ones need the exact token,
+every refusal is the same 401 without detail, and the comparison goes through hmac.compare_digest.
+The over-HTTP check against a real ``bentoml serve`` lives in test_reliability_faults.py's server.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from service import auth
+from service.auth import BearerAuth, is_open, presented_token
+from service.oip import oip_app
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def client(token: str | None, monkeypatch) -> TestClient:
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    if token is not None:
+        monkeypatch.setenv(auth.TOKEN_ENV, token)
+    app = Starlette(routes=[Mount("/", app=oip_app)])
+    return TestClient(BearerAuth(app), raise_server_exceptions=False)
+
+
+def assert_refused(r) -> None:
+    assert r.status_code == 401
+    assert r.json() == {"error": "unauthorized"}  # the same body for every cause: no detail
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_off_when_the_variable_is_unset_or_blank(monkeypatch):
+    for value in (None, "", "   "):
+        c = client(value, monkeypatch)
+        assert c.get("/v2").status_code == 200
+        assert c.get("/v2").json()["name"] == "model_zoo"
+
+
+def test_open_paths_need_no_token(monkeypatch):
+    c = client(TOKEN, monkeypatch)
+    assert c.get("/v2/health/live").status_code == 200
+    assert c.get("/v2/health/live/").status_code in (200, 307)  # trailing slash: starlette redirect, not 401
+    for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready", "/v2/health/anything"):
+        assert is_open(path), path
+    for path in ("/", "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
+                 "/v2/healthz", "/metricsx", "/v2/models/mnist-mlp/ready"):
+        assert not is_open(path), path
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": f"Bearer {TOKEN}x"},  # a longer token
+    {"Authorization": f"Bearer {TOKEN[:-1]}"},  # a prefix
+    {"Authorization": f"Bearer {TOKEN.upper()}"},
+    {"Authorization": f"Basic {TOKEN}"},  # wrong scheme
+    {"Authorization": TOKEN},  # no scheme
+    {"Authorization": "Bearer "},
+    {"Authorization": "Bearer"},
+    {"X-Api-Token": TOKEN},  # wrong header
+])
+def test_missing_or_wrong_token_is_a_bare_401(monkeypatch, headers):
+    c = client(TOKEN, monkeypatch)
+    assert_refused(c.get("/v2", headers=headers))
+    assert_refused(c.post("/v2/models/mnist-mlp/infer", headers=headers, json={"inputs": []}))
+    assert_refused(c.post("/classify_digit", headers=headers, files=[("images", ("a.png", b"x", "image/png"))]))
+
+
+def test_the_right_token_passes(monkeypatch):
+    c = client(TOKEN, monkeypatch)
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        r = c.get("/v2", headers={"Authorization": f"{scheme} {TOKEN}"})
+        assert r.status_code == 200 and r.json()["name"] == "model_zoo"
+    # past auth the app itself answers (no BentoML service runs in process, so not a 200; but not 401)
+    r = c.post("/v2/models/mnist-mlp/infer", headers={"Authorization": f"Bearer {TOKEN}"}, json={"inputs": []})
+    assert r.status_code != 401
+
+
+def test_two_authorization_headers_are_refused():
+    both = [(b"authorization", f"Bearer {TOKEN}".encode()), (b"authorization", b"Bearer other")]
+    assert presented_token(both) is None
+    assert presented_token([(b"Authorization", f"bearer   {TOKEN} ".encode())]) == TOKEN.encode()
+
+
+def test_tokens_are_compared_with_compare_digest(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    c = client(TOKEN, monkeypatch)
+    assert_refused(c.get("/v2", headers={"Authorization": "Bearer nope"}))
+    assert c.get("/v2", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert calls == [(b"nope", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
+
+
+def test_explicit_token_overrides_the_environment(monkeypatch):
+    monkeypatch.setenv(auth.TOKEN_ENV, "from-env")
+    app = BearerAuth(Starlette(routes=[Mount("/", app=oip_app)]), token="given")
+    c = TestClient(app)
+    assert_refused(c.get("/v2", headers={"Authorization": "Bearer from-env"}))
+    assert c.get("/v2", headers={"Authorization": "Bearer given"}).status_code == 200
