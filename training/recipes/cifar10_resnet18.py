@@ -5,7 +5,7 @@ measured here: CIFAR-10 cannot be downloaded on this machine): SGD momentum 0.9 
 weight decay 5e-4, OneCycle to lr 0.2 over 35 epochs, batch 512, random crop (pad 4) + flip,
 AMP + channels_last on CUDA. Expect ~10-15 s per epoch on an A100/H100 with 8 loader workers,
 so ~6-9 minutes in all.
-``--quick``: 1 epoch on 2048 training images (~2 min on 2 CPU cores, accuracy well below the
+``--quick``: 1 epoch on 1024 training images (~2 min on 2 CPU cores, accuracy well below the
 full recipe; it only gives `make serve` a working model).
 """
 
@@ -24,7 +24,7 @@ from training.options import common_parser, parse, setup_run
 from training.specs import cifar10_spec
 
 FAMILY = "cifar10-resnet18"
-QUICK = {"epochs": 1, "max_train_samples": 2048, "max_eval_samples": 512, "batch_size": 128, "lr": 0.05, "workers": 0}
+QUICK = {"epochs": 1, "max_train_samples": 1024, "max_eval_samples": 256, "batch_size": 128, "lr": 0.05, "workers": 0}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

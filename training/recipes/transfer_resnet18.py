@@ -7,7 +7,7 @@ head (``fc.*``) and keys whose shape differs (the CIFAR stem's 3x3 ``conv1``) ar
 the skipped keys are printed. The head is ``Linear(512, N)`` with N = the folder's classes.
 
 Default recipe: SGD Nesterov lr 0.01, cosine, 10 epochs, batch 32, RandomResizedCrop + flip.
-``--quick``: frozen backbone, 2 epochs on at most 512 images (<= 2 min on 2 CPU cores).
+``--quick``: frozen backbone, 2 epochs on at most 256 images (<= 2 min on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from training.options import common_parser, parse, setup_run
 from training.specs import transfer_spec
 
 FAMILY = "transfer-resnet18"
-QUICK = {"epochs": 2, "freeze_backbone": True, "max_train_samples": 512, "max_eval_samples": 256, "lr": 0.05}
+QUICK = {"epochs": 2, "freeze_backbone": True, "max_train_samples": 256, "max_eval_samples": 128, "lr": 0.05}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
