@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.url = default_url(args.url)
-    args.token = default_token(args.token)
     try:
+        args.url = default_url(args.url)
+        args.token = default_token(args.token)
         return args.func(args)
     except ZooError as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)

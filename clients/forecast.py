@@ -57,7 +57,7 @@ def read_history_csv(path: str) -> list[float]:
         except ValueError:
             rows = rows[1:]  # header
     if not rows:
-        raise ValueError(f"{path} holds no values")
+        raise ValueError(f"{path} holds no numeric values (one number per row; a first row that is not a number is a header)")
     return [_number(row[-1], f"{path} row {n}") for n, row in enumerate(rows, 1)]
 
 

@@ -61,7 +61,11 @@ class ZooError(Exception):
 
 
 def default_url(url: str | None = None) -> str:
-    return (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+    """The service URL: the argument, else $ZOO_URL, else http://localhost:3000."""
+    chosen = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
+    if not chosen.lower().startswith(("http://", "https://")):
+        raise ValueError(f"the service URL must start with http:// or https://, got {chosen!r}")
+    return chosen
 
 
 def default_token(token: str | None = None) -> str | None:

@@ -185,3 +185,15 @@ def test_find_images_walks_sniffs_and_guards_symlinks(tmp_path):
     assert names == ["a.png", "b.jpeg", "link.png", "noext"]
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         find_images([str(tmp_path / "nope")])
+
+
+def test_service_url_from_argument_env_or_default(monkeypatch):
+    from clients.transport import default_url
+
+    monkeypatch.delenv("ZOO_URL", raising=False)
+    assert default_url() == "http://localhost:3000"
+    monkeypatch.setenv("ZOO_URL", "https://zoo.example:8443/")
+    assert default_url() == "https://zoo.example:8443"
+    assert default_url("http://127.0.0.1:3001") == "http://127.0.0.1:3001"
+    with pytest.raises(ValueError, match="must start with http:// or https://, got 'localhost:3000'"):
+        default_url("localhost:3000")
