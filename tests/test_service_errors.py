@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_service_http import eager_forecast, eager_probs, post_images, start_server, stop_server, wait_ready, zoo_server  # noqa: F401
+from test_service_harness import eager_forecast, eager_probs, post_images, start_server, stop_server, wait_ready
+
+pytest_plugins = ["test_service_harness"]
 
 pytestmark = pytest.mark.slow
 

@@ -1,178 +1,31 @@
-"""Integration: a real ``bentoml serve service.service:ModelZoo`` over HTTP, with freshly exported models.
-
-One server per session (``zoo_server``, shared with test_service_oip.py): a temporary BENTOML_HOME
-gets an MLP trained briefly on real MNIST and a small GRU trained briefly on sine windows, both
-exported and registered through the real exporter CLI (``python -m export``). Answers are compared
-with eager PyTorch on the same checkpoints and real MNIST test images.
-"""
+"""Integration: the REST endpoints of a real ``bentoml serve`` (test_service_harness.py), compared
+with eager PyTorch on real MNIST test images and the same sine checkpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from fixtures_data import mnist_data_dir
-from training.checkpoint import save_checkpoint
-from training.data import mnist_tensors, sine_windows
-from training.models import build_model, model_config
-from training.specs import make_spec
+from test_service_harness import eager_forecast, eager_probs, post_images
 
+pytest_plugins = ["test_service_harness"]
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-WARMUP_S = 2.0  # MODEL_ZOO_WARMUP_S for the test server: long enough to observe /readyz before warm-up
-SINE_LIMITS = {"min_history": 2, "max_history": 400, "max_steps": 50}
 
 
-@dataclass
-class Zoo:
-    url: str
-    mlp: torch.nn.Module
-    rnn: torch.nn.Module
-    digits: list[tuple[str, bytes]]  # real MNIST test images as PNG files
-    x_test: torch.Tensor  # (N, 784) the same images, preprocessed as training does
-    y_test: torch.Tensor
-    early: list[tuple[int, int, int]]  # (livez, readyz, /v2/health/ready) seen before ready
-    log: Path
+def __getattr__(name: str):
+    """``from test_service_http import zoo_server`` keeps working (tests/conftest.py does it) without
+    pytest seeing a second, module-level copy of the session fixture here (``dir()`` does not list it)."""
+    if name == "zoo_server":
+        from test_service_harness import zoo_server
 
-
-def _checkpoint(path: Path, family: str, model: torch.nn.Module, cfg: dict, spec) -> Path:
-    return save_checkpoint(path, {
-        "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 1,
-        "config": {"family": family, "model": asdict(model_config(family, cfg)),
-                   "train": {"data_dir": str(mnist_data_dir())}},
-        "spec": spec.to_dict(), "metrics": {},
-    })
-
-
-def _train_models(tmp: Path) -> tuple[Path, torch.nn.Module, Path, torch.nn.Module]:
-    torch.manual_seed(0)
-    x, y = mnist_tensors(str(mnist_data_dir()), train=True, limit=6000).tensors  # (N, 784)
-    mlp = build_model("mnist-mlp", {})
-    opt = torch.optim.SGD(mlp.parameters(), lr=0.05, momentum=0.9)
-    for idx in torch.randperm(len(x)).split(64):  # one epoch: ~90% test accuracy, seconds on CPU
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(mlp(x[idx]), y[idx]).backward()
-        opt.step()
-    rnn = build_model("sine-rnn", {"cell": "gru"})
-    xs, ys = sine_windows(256, 30, seed=0).tensors  # (256, 30, 1)
-    opt = torch.optim.Adam(rnn.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(rnn(xs)[0], ys).backward()
-        opt.step()
-    p1 = _checkpoint(tmp / "mlp.pt", "mnist-mlp", mlp.eval(), {}, make_spec("mnist-mlp"))
-    p2 = _checkpoint(tmp / "rnn.pt", "sine-rnn", rnn.eval(), {"cell": "gru"},
-                     make_spec("sine-rnn", cell="gru", **SINE_LIMITS))
-    return p1, mlp, p2, rnn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(home: Path, log: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_THREADS": "1", **(extra_env or {})}
-    proc = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "service.service:ModelZoo", "--port", str(port), "--host", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> list[tuple[int, int, int]]:
-    """Poll until /readyz is 200; returns the (livez, readyz, v2 ready) statuses seen before that."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            live, ready = httpx.get(url + "/livez", timeout=2), httpx.get(url + "/readyz", timeout=2)
-            v2 = httpx.get(url + "/v2/health/ready", timeout=2)
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        if ready.status_code == 200:
-            return seen
-        seen.append((live.status_code, ready.status_code, v2.status_code))
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def zoo_server(tmp_path_factory) -> Zoo:
-    tmp = tmp_path_factory.mktemp("zoo")
-    home = tmp / "bentoml"
-    p_mlp, mlp, p_rnn, rnn = _train_models(tmp)
-    env = {**os.environ, "BENTOML_HOME": str(home)}
-    for ckpt in (p_mlp, p_rnn):  # the real export path: CLI, verification, registration
-        done = subprocess.run([sys.executable, "-m", "export", str(ckpt)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-    import torchvision
-
-    raw = torchvision.datasets.MNIST(str(mnist_data_dir()), train=False)
-    digits = []
-    for i in range(64):
-        buf = io.BytesIO()
-        Image.fromarray(raw.data[i].numpy(), mode="L").save(buf, "PNG")
-        digits.append((f"test{i}.png", buf.getvalue()))
-    x_test, y_test = mnist_tensors(str(mnist_data_dir()), train=False, limit=64).tensors
-    log = tmp / "server.log"
-    proc, url = start_server(home, log, {"MODEL_ZOO_WARMUP_S": str(WARMUP_S)})
-    try:
-        early = wait_ready(url, proc, log)
-        yield Zoo(url, mlp, rnn, digits, x_test, y_test, early, log)
-    finally:
-        stop_server(proc)
-
-
-def eager_probs(mlp: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return torch.softmax(mlp(x).double(), dim=1).numpy()
-
-
-def eager_forecast(rnn: torch.nn.Module, history: list[float], steps: int) -> np.ndarray:
-    with torch.no_grad():
-        y, state = rnn(torch.tensor(history, dtype=torch.float32).reshape(1, -1, 1))
-        out = []
-        for _ in range(steps):
-            nxt = y[:, -1:, :]
-            out.append(float(nxt))
-            y, state = rnn(nxt, state)
-    return np.asarray(out)
-
-
-def post_images(url: str, files: list[tuple[str, bytes]], route: str = "/classify_digit", **kw) -> httpx.Response:
-    parts = [("images", (name, data, "image/png")) for name, data in files]
-    return httpx.post(url + route, files=parts, timeout=60, **kw)
+        return zoo_server
+    raise AttributeError(name)
 
 
 # ---------------------------------------------------------------------------- health

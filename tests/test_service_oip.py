@@ -13,7 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from test_service_http import eager_forecast, eager_probs, zoo_server  # noqa: F401
+from test_service_harness import eager_forecast, eager_probs
+
+pytest_plugins = ["test_service_harness"]
 
 pytestmark = pytest.mark.slow
 
