@@ -20,6 +20,7 @@ from typing import Any
 import bentoml
 from pydantic import Field, ValidationError
 
+from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response
 from service.models import Forecaster, ImageClassifier
 from service.oip import oip_app
@@ -129,6 +130,9 @@ class ModelZoo:
             return error_response(exc)
 
 
+# Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
+# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413.
+ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 
 
