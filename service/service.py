@@ -17,6 +17,7 @@ import logging
 import math
 from typing import Any
 
+import anyio
 import bentoml
 from pydantic import Field, ValidationError
 
@@ -59,7 +60,7 @@ class ForecastRequest(bentoml.IODescriptor):
 
 @bentoml.service(
     name="model_zoo",
-    traffic={"timeout": 120, "max_concurrency": 256},  # concurrent requests per worker before 503
+    traffic={"timeout": 120, "max_concurrency": 256},  # concurrent requests per worker; beyond: BentoML 429 JSON
     workers=1,  # one process owns the cores; ORT's intra-op threads use them (MODEL_ZOO_THREADS)
     metrics={"enabled": True},
 )
@@ -118,8 +119,6 @@ class ModelZoo:
     @bentoml.api(input_spec=ForecastRequest)
     async def forecast_sine(self, history: list[float], steps: int) -> dict[str, list[float]]:
         """Autoregressive forecast of the next ``steps`` values after ``history``."""
-        import anyio
-
         try:
             model = self.zoo.get("sine-rnn")
             if isinstance(history, ServiceError):

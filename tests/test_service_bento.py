@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_build_and_serve_the_bento(zoo_server, tmp_path):
     home = zoo_server.log.parent / "bentoml"
-    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_THREADS": "1"}  # pip's index settings: build locks packages
+    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_THREADS": "1"}
     done = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
