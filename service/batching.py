@@ -23,6 +23,7 @@ import numpy as np
 
 from service.errors import Overloaded
 
+FULL_BATCHES = 3  # a queued request may wait this many full-size model calls before it is shed
 # Batch-size buckets: powers of two up to the largest batch anyone configures (items per model call).
 BATCH_BUCKETS = tuple(float(2**i) for i in range(0, 13))
 # Latency buckets, seconds: 0.1 ms .. 10 s (an MLP batch is ~1 ms on CPU, a ResNet batch up to seconds).
@@ -75,6 +76,18 @@ class Batcher:
             batch_dim=(0, 0),
         )
         self._submit = self.dispatcher(self._run_batch)
+
+    def calibrate(self, seconds_per_item: float) -> float:
+        """Raise the latency budget to what this model needs on this machine; returns it (seconds).
+
+        The dispatcher sheds a queued job that has waited ``max_latency`` while a batch runs. A request
+        larger than ``max_batch`` is split and its second chunk waits for the first, so on a slow model
+        (a ResNet-18 at 224x224 on CPU: seconds per full batch) a configured 2 s budget would turn one
+        legitimate large request into a 503. The budget becomes at least ``FULL_BATCHES`` full batches.
+        """
+        needed = FULL_BATCHES * seconds_per_item * self.dispatcher.max_batch_size
+        self.dispatcher.max_latency = max(self.dispatcher.max_latency, needed)
+        return self.dispatcher.max_latency
 
     def _overloaded(self) -> np.ndarray:
         raise Overloaded(self.name)
