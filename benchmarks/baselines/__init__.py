@@ -1,0 +1,1 @@
+"""Reference servers the benchmark measures the service against (see naive_server.py)."""
