@@ -1,0 +1,86 @@
+"""Faults against a real ``bentoml serve`` on the session's exported store (benchmarks/reliability).
+
+Short versions of ``python -m benchmarks.reliability.faults`` (figures in docs/reliability.md):
+a worker SIGKILLed under load is replaced and the service answers again by itself; SIGTERM under
+load lets every in-flight request finish before the process exits 0; a broken model store stops
+start-up with status 1 and one message naming the model and the file, never a half-ready server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.reliability.faults import BREAKS, break_store, kill_worker, sigterm_drain, startup_failure
+from benchmarks.reliability.server import ROOT, Served
+
+pytestmark = pytest.mark.slow
+# until service/service.py calls service.preflight.check_or_exit(), a broken store half-starts (the
+# reproduction is in docs/reliability.md); these tests then wait out their timeout and fail
+WIRED = "check_or_exit()" in (ROOT / "service" / "service.py").read_text()
+needs_preflight = pytest.mark.skipif(not WIRED, reason="service.py does not call preflight.check_or_exit() yet")
+LOST_IN_FLIGHT = {"RemoteProtocolError", "ReadError", "ConnectError"}  # a connection cut by the dying worker
+
+
+@pytest.fixture(scope="module")
+def store(zoo_server):
+    return zoo_server.log.parent / "bentoml"  # BENTOML_HOME with the session's mnist-mlp and sine-rnn
+
+
+def test_killed_worker_is_replaced_and_service_recovers(store, tmp_path):
+    with Served(store, tmp_path / "kill.log", {"MODEL_ZOO_MODELS": "mnist-mlp"}) as s:
+        res = kill_worker(s, users=8, before=2.0, after=1.0, recover_timeout=60)
+        assert res["new_pids"] and res["killed_pid"] not in res["new_pids"]
+        assert res["recovery_s"] is not None and res["recovery_s"] < 60, res
+        assert res["ready_again_s"] is not None, res
+        # failures: only requests the dead worker held, and designed 503s while the new one loads
+        lost = sum(n for k, n in res["failed_outcomes"].items() if k in LOST_IN_FLIGHT)
+        assert set(res["failed_outcomes"]) <= LOST_IN_FLIGHT | {"503"}, res
+        assert lost <= res["in_flight_at_kill"], res
+        assert res["failed_after_recovery"] == 0, res
+        assert res["outcomes"].get("200", 0) > 0
+        print(f"\nkill-worker: {res}")
+
+
+def test_sigterm_under_load_drains_in_flight_requests(store, tmp_path):
+    with Served(store, tmp_path / "term.log", {"MODEL_ZOO_MODELS": "mnist-mlp"}) as s:
+        res = sigterm_drain(s, users=16, images=32, before=2.0, exit_timeout=45)
+    print(f"\nsigterm: {res}")
+    assert res["in_flight_at_sigterm"] > 0, res
+    assert res["in_flight_failed"] == 0 and res["in_flight_outcomes"] == {"200": res["in_flight_at_sigterm"]}, res
+    assert res["exit_code"] == 0, res
+
+
+@needs_preflight
+@pytest.mark.parametrize("how", BREAKS)
+def test_broken_store_stops_startup_naming_model_and_file(store, tmp_path, how):
+    home = tmp_path / "home"
+    named = break_store(store, home, how)
+    res = startup_failure(home, tmp_path / "start.log", exit_timeout=60)
+    assert res["exit_code"] not in (None, 0), res["output"][-1500:]
+    assert not res["readyz_200_seen"] and not res["livez_200_seen"], "a half-ready server answered"
+    out = res["output"]
+    assert "cannot start" in out and "'mnist-mlp'" in out and str(named) in out, out[-1500:]
+    assert "Traceback" not in out, out[-1500:]
+
+
+@needs_preflight
+def test_malformed_setting_stops_startup_with_one_line(store, tmp_path):
+    res = startup_failure(store, tmp_path / "start.log", exit_timeout=60, env={"MODEL_ZOO_MAX_BODY_MB": "lots"})
+    assert res["exit_code"] == 1 and not res["livez_200_seen"], res["output"][-1500:]
+    assert "MODEL_ZOO_MAX_BODY_MB='lots' is not an integer" in res["output"] and "Traceback" not in res["output"]
+
+
+def test_preflight_command(store, tmp_path):
+    """``python -m service.preflight``: 0 on the good store, 1 with the model and file on a broken copy."""
+    run = lambda home: subprocess.run([sys.executable, "-m", "service.preflight"], cwd=ROOT,  # noqa: E731
+                                      capture_output=True, text=True, timeout=120,
+                                      env={**os.environ, "BENTOML_HOME": str(home)})
+    good = run(store)
+    assert good.returncode == 0 and "every served model loads" in good.stdout, good.stderr
+    named = break_store(store, tmp_path / "home", "corrupt")
+    bad = run(tmp_path / "home")
+    assert bad.returncode == 1 and str(named) in bad.stderr and "'mnist-mlp'" in bad.stderr, bad.stderr
