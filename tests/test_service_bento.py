@@ -31,7 +31,7 @@ def test_build_and_serve_the_bento(zoo_server, tmp_path):
     bento_dir = home / "bentos" / "model_zoo" / tag.split(":")[1]
     manifest = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     packed = {m["tag"].split(":")[0] for s in manifest["services"] for m in s["models"]}
-    assert packed == {"mnist-mlp", "sine-rnn"}  # exactly the default models present in the store
+    assert packed == {"mnist-mlp", "sine-rnn", "transfer-resnet18"}  # exactly the default models in the store
     sources = {p.relative_to(bento_dir / "src").as_posix() for p in (bento_dir / "src").rglob("*") if p.is_file()}
     assert "service/service.py" in sources and not any(s.startswith(("training/", "export/", "tests/")) for s in sources)
 

@@ -116,12 +116,14 @@ def test_unknown_route_and_method(zoo_server):
 
 @pytest.fixture(scope="module")
 def tight_server(zoo_server, tmp_path_factory):
-    """Same store, TorchScript runtime, caps of 4 images / 1 MiB / 4096 pixels, 5 ms latency budget."""
+    """Same store, TorchScript runtime, caps of 4 images / 1 MiB / 4096 pixels, 5 ms latency budget,
+    two of the three stored models enabled."""
     home = zoo_server.log.parent / "bentoml"
     log = tmp_path_factory.mktemp("tight") / "server.log"
     proc, url = start_server(home, log, {
         "MODEL_ZOO_RUNTIME": "torchscript", "MODEL_ZOO_MAX_IMAGES": "4", "MODEL_ZOO_MAX_BODY_MB": "1",
-        "MODEL_ZOO_MAX_PIXELS": "4096", "MODEL_ZOO_MAX_LATENCY_MS": "5", "MODEL_ZOO_MAX_BATCH": "4"})
+        "MODEL_ZOO_MAX_PIXELS": "4096", "MODEL_ZOO_MAX_LATENCY_MS": "5", "MODEL_ZOO_MAX_BATCH": "4",
+        "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"})  # the transfer entry has no model.ts (exported onnx only)
     try:
         wait_ready(url, proc, log)
         yield url, log
@@ -144,6 +146,8 @@ def test_torchscript_runtime_gives_the_same_answers(zoo_server, tight_server):
 
 def test_caps_are_configurable(zoo_server, tight_server):
     url, _ = tight_server
+    r = post_images(url, zoo_server.digits[:1], route="/classify_image")
+    assert r.status_code == 503 and "not served by this instance: MODEL_ZOO_MODELS=mnist-mlp,sine-rnn" in r.json()["error"]
     r = post_images(url, zoo_server.digits[:5])
     assert r.status_code == 413 and "the cap is 4 (MODEL_ZOO_MAX_IMAGES)" in r.json()["error"]
     r = post_images(url, [("wide.png", png(Image.new("L", (100, 41))))])

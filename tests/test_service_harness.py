@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fixtures_data import mnist_data_dir
+from fixtures_data import mnist_data_dir, write_image_folder
 from training.checkpoint import save_checkpoint
 from training.data import mnist_tensors, sine_windows
 from training.models import build_model, model_config
@@ -47,13 +47,18 @@ class Zoo:
     y_test: torch.Tensor
     early: list[tuple[int, int, int]]  # (livez, readyz, /v2/health/ready) seen before ready
     log: Path
+    transfer: torch.nn.Module  # untrained transfer-resnet18 (3 classes): checks the RGB 224 path
+    classes: tuple[str, ...]
 
 
-def _checkpoint(path: Path, family: str, model: torch.nn.Module, cfg: dict, spec) -> Path:
+TRANSFER_CLASSES = ("cat", "dog", "fox")
+
+
+def _checkpoint(path: Path, family: str, model: torch.nn.Module, cfg: dict, spec, data_dir: Path | None = None) -> Path:
     return save_checkpoint(path, {
         "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 1,
         "config": {"family": family, "model": asdict(model_config(family, cfg)),
-                   "train": {"data_dir": str(mnist_data_dir())}},
+                   "train": {"data_dir": str(data_dir or mnist_data_dir())}},
         "spec": spec.to_dict(), "metrics": {},
     })
 
@@ -130,8 +135,16 @@ def zoo_server(tmp_path_factory) -> Zoo:
     home = tmp / "bentoml"
     p_mlp, mlp, p_rnn, rnn = _train_models(tmp)
     env = {**os.environ, "BENTOML_HOME": str(home)}
-    for ckpt in (p_mlp, p_rnn):  # the real export path: CLI, verification, registration
-        done = subprocess.run([sys.executable, "-m", "export", str(ckpt)], cwd=ROOT, env=env,
+    # An untrained ResNet-18 transfer model over a tiny real-format ImageFolder: only the fp32 ONNX
+    # graph (int8 calibration of a ResNet would cost a minute here), enough to check the RGB/224 path.
+    folder = write_image_folder(tmp / "folder", classes=TRANSFER_CLASSES, per_class=4, split=True, size=64)
+    torch.manual_seed(0)
+    transfer = build_model("transfer-resnet18", {"num_classes": 3}).eval()
+    p_tr = _checkpoint(tmp / "transfer.pt", "transfer-resnet18", transfer, {"num_classes": 3},
+                       make_spec("transfer-resnet18", classes=list(TRANSFER_CLASSES)), data_dir=folder)
+    for ckpt, extra in ((p_mlp, []), (p_rnn, []), (p_tr, ["--formats", "onnx"])):
+        # the real export path: CLI, verification, registration
+        done = subprocess.run([sys.executable, "-m", "export", str(ckpt), *extra], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     import torchvision
@@ -147,7 +160,7 @@ def zoo_server(tmp_path_factory) -> Zoo:
     proc, url = start_server(home, log, {"MODEL_ZOO_WARMUP_S": str(WARMUP_S)})
     try:
         early = wait_ready(url, proc, log)
-        yield Zoo(url, mlp, rnn, digits, x_test, y_test, early, log)
+        yield Zoo(url, mlp, rnn, digits, x_test, y_test, early, log, transfer, TRANSFER_CLASSES)
     finally:
         stop_server(proc)
 

@@ -118,7 +118,33 @@ def test_forecast_matches_eager_rollout(zoo_server):
 
 
 def test_missing_model_answers_503_with_how_to(zoo_server):
-    for route in ("/classify_cifar10", "/classify_image"):
-        r = post_images(zoo_server.url, zoo_server.digits[:1], route=route)
-        assert r.status_code == 503
-        assert "not in the model store" in r.json()["error"] and "make models" in r.json()["error"]
+    r = post_images(zoo_server.url, zoo_server.digits[:1], route="/classify_cifar10")
+    assert r.status_code == 503
+    assert "not in the model store" in r.json()["error"] and "make models" in r.json()["error"]
+    assert "CIFAR-10" in r.json()["error"]
+
+
+def test_classify_image_rgb_resize_crop_matches_eager_transfer_model(zoo_server):
+    """Non-square RGB, grayscale and RGBA uploads -> resize 256 + center crop 224 -> ResNet-18, as training's
+    eval transform (torchvision) + eager PyTorch compute it; labels are the ImageFolder's classes."""
+    import torch
+    from training.data import transfer_transform
+
+    rng = np.random.default_rng(7)
+    images = [Image.fromarray(rng.integers(0, 256, (180, 300, 3), dtype=np.uint8), "RGB"),
+              Image.fromarray(rng.integers(0, 256, (400, 260), dtype=np.uint8), "L"),
+              Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "RGB")]
+    files = []
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        files.append((f"photo{i}.png", buf.getvalue()))
+    r = post_images(zoo_server.url, files, route="/classify_image")
+    assert r.status_code == 200, r.text
+    with torch.no_grad():
+        x = torch.stack([transfer_transform(False)(img) for img in images])  # (3, 3, 224, 224)
+        probs = torch.softmax(zoo_server.transfer(x).double(), dim=1).numpy()
+    for res, p in zip(r.json(), probs):
+        assert res["index"] == int(p.argmax()) and res["label"] == zoo_server.classes[res["index"]]
+        assert res["score"] == pytest.approx(p.max(), abs=1e-4)
+        assert len(res["top_k"]) == 3  # fewer classes than 5
