@@ -96,3 +96,16 @@ def test_specs_round_trip():
     assert make_spec("mnist-mlp").image.input_shape() == [784]
     assert make_spec("transfer-resnet18", classes=["x"]).image.resize_shorter == 256
     assert math.isclose(make_spec("sine-rnn").sequence.dt, 0.1)
+
+
+def test_sine_bound_ideal_fit_is_exact_without_noise_and_degrades_with_it():
+    # the least-squares bound of benchmarks/sine_bound.py: noiseless histories are extrapolated almost
+    # exactly (grid resolution only); history noise 0.01 costs orders of magnitude on the 40-step rollout
+    from benchmarks.sine_bound import first_step_mse, ideal_rollout_mse
+
+    clean = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.0, n=200)
+    noisy = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.01, n=200)
+    assert clean.shape == (200,) and clean.mean() < 1e-4 and noisy.mean() > 100 * clean.mean()
+    # step 0 cannot see the slope: its floor is about E[a^2] (f dt)^2 / 2, far above 0, and grows with f * dt
+    slow, fast = first_step_mse((0.5, 2.0), (0.5, 1.5), 0.1), first_step_mse((3.0, 6.0), (0.5, 1.5), 0.1)
+    assert 3e-3 < slow < 3e-2 and fast > 5 * slow
