@@ -26,7 +26,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("softmax / top-k / JSON response", ("service/models.py", "json/", "pydantic", "_bentoml_sdk/io_models")),
     ("multipart parsing (uploads)", ("multipart", "formparsers", "service/uploads.py")),
     ("adaptive batcher (dispatcher)", ("marshal/dispatcher", "service/batching.py")),
-    ("metrics / tracing / logging", ("prometheus", "opentelemetry", "logging/", "bentoml/_internal/server/http/")),
+    ("BentoML middlewares: metrics, tracing, logging", ("prometheus", "opentelemetry", "logging/", "bentoml/_internal/server/http/")),
     ("HTTP server + event loop (uvicorn, h11, starlette, asyncio)", ("uvicorn", "h11", "starlette", "asyncio", "anyio", "httptools")),
 )
 OTHER = "other"

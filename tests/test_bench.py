@@ -204,3 +204,20 @@ def test_pyspy_summary_stages(tmp_path):
                            "HTTP server + event loop (uvicorn, h11, starlette, asyncio)": 20.0}
     assert s["self"][0] == ("run (onnxruntime/capi/onnxruntime_inference_collection.py)", 50.0)
     assert sum(s["processes"].values()) == 100
+
+
+def test_gpu_script_cpu_fallback(tmp_path):
+    """benchmarks/gpu.sh's code path on the CPU: random-init MLP exported, every CPU runtime measured."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--cpu", "--quick", "--families", "mnist-mlp",
+                           "--out-dir", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu-cpu-fallback.json").read_text())
+    assert result["device"].startswith("CPU fallback")
+    assert {r["runtime"] for r in result["rows"]} == {"eager-fp32", "torchscript-fp32", "ort-cpu-fp32"}
+    assert all(r["items_per_s"] > 0 for r in result["rows"])
+    assert "| ort-cpu-fp32 |" in (tmp_path / "gpu-cpu-fallback.md").read_text()
+    assert not (tmp_path / "gpu.json").exists()  # CPU figures never pose as GPU ones in docs/benchmarks.md
