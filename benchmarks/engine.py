@@ -17,6 +17,7 @@ Two kinds of rows:
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import time
@@ -102,7 +103,7 @@ def eager_session(module: nn.Module, spec: Spec, device: str = "cpu", half: bool
     """The eager module behind the ``Session`` interface (contract tensor names, numpy in and out)."""
     from export.artifacts import serving_module
 
-    mod = serving_module(module, spec).to(device)
+    mod = copy.deepcopy(serving_module(module, spec)).to(device)  # a copy: .to()/.half() work in place
     mod = mod.half() if half else mod
     inputs, outputs = io_names(spec)
     dtype = torch.float16 if half else torch.float32

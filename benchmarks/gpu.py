@@ -139,6 +139,28 @@ def sessions_for(target: Target, device: str, trt_cache: Path) -> dict[str, Sess
     return out
 
 
+def check_sessions(target: Target, sessions: dict[str, Session | str]) -> dict[str, float]:
+    """Run each session once at batch 2 against eager-fp32: a runtime that fails becomes a note (not a
+    crash mid-run), and the others get their max |difference| from eager fp32 (fp16 shows its rounding)."""
+    from benchmarks.engine import example_feeds
+
+    feeds = example_feeds(target.spec, 2, np.random.default_rng(0))
+    ref = sessions.get("eager-fp32")
+    want = ref.run(feeds) if isinstance(ref, Session) else None
+    diffs = {}
+    for name, sess in list(sessions.items()):
+        if isinstance(sess, str):
+            continue
+        try:
+            got = sess.run(feeds)
+        except Exception as exc:  # noqa: BLE001
+            sessions[name] = f"fails at run time: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+            continue
+        if want is not None:
+            diffs[name] = float(max(np.abs(got[k] - want[k]).max() for k in want))
+    return diffs
+
+
 def device_name(device: str) -> str:
     if device != "cuda":
         import platform
@@ -172,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget.quick() if args.quick else Budget(point_s=0.5, min_calls=5, warmup_calls=3)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     settings = Settings(threads=worker_cores())
-    rows, skipped, stopped = [], {}, None
+    rows, skipped, diffs, stopped = [], {}, {}, None
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
         for family in families:
             if time.monotonic() - t0 > args.budget_s:
@@ -180,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             target = build_target(family, Path(tmp))
             sess = sessions_for(target, device, Path(tmp) / "trt-cache")
+            diffs[family] = check_sessions(target, sess)
             batches = (1, 8, 64)
             r, s = engine_rows(target, sess, budget, settings, batches=batches, pipeline_batches=(1, 32))
             rows += [x.to_dict() for x in r]
@@ -187,14 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[family] = s
     result = {"device": device_name(device), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "note": (f"Stopped early: {stopped}." if stopped else "") + f" Wall time {time.monotonic() - t0:.0f} s.",
-              "threads": settings.threads, "rows": rows, "skipped": skipped, "quick": args.quick}
+              "threads": settings.threads, "rows": rows, "skipped": skipped, "max_abs_diff_vs_eager_fp32": diffs,
+              "quick": args.quick}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = "gpu" if device == "cuda" else "gpu-cpu-fallback"
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     from benchmarks.report import engine_tables
 
-    (out / f"{name}.md").write_text(f"# GPU runtimes: {result['device']}\n\n{result['note']}\n\n" + "\n".join(engine_tables(result)) + "\n")
+    checks = [f"- {fam}: max abs difference from eager fp32 at batch 2: "
+              + ", ".join(f"{rt} {d:.1e}" for rt, d in ds.items()) for fam, ds in diffs.items()]
+    (out / f"{name}.md").write_text(f"# GPU runtimes: {result['device']}\n\n{result['note']}\n\n"
+                                    + "\n".join(engine_tables(result) + ["", *checks]) + "\n")
     print(f"wrote {out / name}.json and .md ({result['note'].strip()})")
     return 0
 

@@ -97,7 +97,7 @@ def http_table(http: dict) -> list[str]:
     return out
 
 
-def profile_sections(profiles: list[dict]) -> list[str]:
+def profile_sections(profiles: list[dict], cpus: int) -> list[str]:
     out = []
     for p in profiles:
         out += [f"### Profile: {p['title']}", ""]
@@ -113,6 +113,11 @@ def profile_sections(profiles: list[dict]) -> list[str]:
             continue
         s = p["pyspy"]
         rec = p["record"]
+        busy = 100.0 * cpus
+        if rec.get("server_cpu_pct") is not None and rec["server_cpu_pct"] < 0.7 * busy:
+            out += [f"The service used {rec['server_cpu_pct']} % CPU of the {busy:.0f} % the cores offer: it was "
+                    "waiting more than computing (batching window, thread hand-offs, the event loop) or, on a busy "
+                    "machine, kept off the cores by other processes; the shares below are of the CPU it did use.", ""]
         out += [f"py-spy on the service's processes while `zoo bench` ran {rec['key']} for {rec['wall_s']:.0f} s "
                 f"({rec['requests_per_s']} req/s while sampled; server CPU {rec['server_cpu_pct']} %, "
                 f"client CPU {rec['client_cpu_pct']} %, items per model call {rec.get('mean_batch')}). "
@@ -209,7 +214,7 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
                   f"![throughput]({rel['http_throughput']})", "", f"![latency]({rel['http_latency']})", "",
                   *http_table(results["http"]), ""]
     if results.get("profiles"):
-        lines += ["## Profiles", "", *profile_sections(results["profiles"])]
+        lines += ["## Profiles", "", *profile_sections(results["profiles"], m["usable_cpus"])]
     lines += ["## GPU", "", *gpu_section(results.get("gpu"))]
     text = "\n".join(lines).rstrip() + "\n"
     out_md.parent.mkdir(parents=True, exist_ok=True)
