@@ -40,9 +40,10 @@ class PreflightError(SystemExit):
     """Ends start-up with status 1; the message (one line per problem) is what gets printed."""
 
     def __init__(self, problems: list[str]) -> None:
+        # A str code: Python prints it to stderr and exits with status 1 (setting code = 1 would
+        # silence the message).
         super().__init__("model_zoo: cannot start:\n" + "\n".join(f"  {p}" for p in problems))
         self.problems = problems
-        self.code = 1
 
 
 def in_worker() -> bool:

@@ -25,10 +25,16 @@ from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response
 from service.models import Forecaster, ImageClassifier
 from service.oip import oip_app
+from service.preflight import check_or_exit
 from service.registry import Zoo, store_entry
 from service.uploads import BodyLimit, ImageUpload, Uploads, settings
 
 logger = logging.getLogger("model_zoo.service")
+
+# Before the class body reads the store: a broken entry (missing/corrupt graph, wrong family) or a
+# malformed MODEL_ZOO_* variable ends `bentoml serve` with one line per problem instead of a server
+# that stays unready forever (service/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
+check_or_exit()
 
 
 def model_ref(name: str) -> bentoml.models.BentoModel | None:
