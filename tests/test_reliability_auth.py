@@ -9,6 +9,7 @@ The over-HTTP check against a real ``bentoml serve`` lives in test_reliability_f
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -109,3 +110,42 @@ def test_explicit_token_overrides_the_environment(monkeypatch):
     c = TestClient(app)
     assert_refused(c.get("/v2", headers={"Authorization": "Bearer from-env"}))
     assert c.get("/v2", headers={"Authorization": "Bearer given"}).status_code == 200
+
+
+# ------------------------------------------------------------ over HTTP, a real bentoml serve
+
+@pytest.mark.slow
+def test_token_auth_over_http(zoo_server, tmp_path):
+    import httpx
+
+    from benchmarks.reliability.server import Served
+
+    store = zoo_server.log.parent / "bentoml"
+    digit = (Path(__file__).resolve().parents[1] / "service" / "examples" / "digit7.png").read_bytes()
+    files = [("images", ("digit7.png", digit, "image/png"))]
+    infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [0.0] * 784}]}
+    env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp"}
+    with Served(store, tmp_path / "auth.log", env) as s:
+        for path in ("/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
+            assert httpx.get(s.url + path).status_code == 200, path  # probes and scrapers need no token
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+            assert_refused(httpx.post(s.url + "/classify_digit", files=files, headers=headers))
+            assert_refused(httpx.post(s.url + "/v2/models/mnist-mlp/infer", json=infer, headers=headers))
+            assert_refused(httpx.get(s.url + "/v2/models/mnist-mlp", headers=headers))
+        r = httpx.post(s.url + "/classify_digit", files=files, headers=good)
+        assert r.status_code == 200 and r.json()[0]["label"] == "7"
+        r = httpx.post(s.url + "/v2/models/mnist-mlp/infer", json=infer, headers=good)
+        assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 10]
+
+        def chunks():  # 40 MiB, no Content-Length: auth answers before the body-size cap reads it
+            for _ in range(40):
+                yield b"\0" * 2**20
+
+        r = httpx.post(s.url + "/classify_digit", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_refused(r)
+        # the project's own client sends the token from MODEL_ZOO_API_TOKEN
+        from clients.client import ZooClient
+
+        with ZooClient(s.url, token=TOKEN) as client:
+            assert client.classify("mnist-mlp", [digit])[0]["label"] == "7"

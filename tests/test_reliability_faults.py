@@ -18,10 +18,6 @@ from benchmarks.reliability.faults import BREAKS, break_store, kill_worker, sigt
 from benchmarks.reliability.server import ROOT, Served
 
 pytestmark = pytest.mark.slow
-# until service/service.py calls service.preflight.check_or_exit(), a broken store half-starts (the
-# reproduction is in docs/reliability.md); these tests then wait out their timeout and fail
-WIRED = "check_or_exit()" in (ROOT / "service" / "service.py").read_text()
-needs_preflight = pytest.mark.skipif(not WIRED, reason="service.py does not call preflight.check_or_exit() yet")
 LOST_IN_FLIGHT = {"RemoteProtocolError", "ReadError", "ConnectError"}  # a connection cut by the dying worker
 
 
@@ -54,7 +50,6 @@ def test_sigterm_under_load_drains_in_flight_requests(store, tmp_path):
     assert res["exit_code"] == 0, res
 
 
-@needs_preflight
 @pytest.mark.parametrize("how", BREAKS)
 def test_broken_store_stops_startup_naming_model_and_file(store, tmp_path, how):
     home = tmp_path / "home"
@@ -67,7 +62,6 @@ def test_broken_store_stops_startup_naming_model_and_file(store, tmp_path, how):
     assert "Traceback" not in out, out[-1500:]
 
 
-@needs_preflight
 def test_malformed_setting_stops_startup_with_one_line(store, tmp_path):
     res = startup_failure(store, tmp_path / "start.log", exit_timeout=60, env={"MODEL_ZOO_MAX_BODY_MB": "lots"})
     assert res["exit_code"] == 1 and not res["livez_200_seen"], res["output"][-1500:]
