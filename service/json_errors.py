@@ -1,0 +1,59 @@
+"""ASGI middleware: the framework's plain-text 404/405 answers become JSON ``{"error": ...}``.
+
+DESIGN.md: every 4xx body is JSON with a message that names the problem. The service's own errors
+are, but routing errors come from Starlette underneath BentoML as ``text/plain`` "Not Found" /
+"Method Not Allowed" (an unknown path, ``GET /classify_digit``, an OIP model name with a newline).
+Found by the schemathesis run in tests/test_reliability_fuzz.py. This rewrites only those: a 404 or
+405 whose content type is not JSON; JSON errors from the endpoints pass through untouched, and the
+``Allow`` header of a 405 is kept.
+
+Wiring (service/service.py)::
+
+    ModelZoo.add_asgi_middleware(JsonErrors)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+REWRITTEN = {404, 405}
+
+
+def message(status: int, method: str, path: str, allow: str | None) -> str:
+    if status == 405:
+        return f"method {method} is not allowed on {path}" + (f"; allowed: {allow}" if allow else "")
+    return f"no such route: {method} {path} (see /docs for the API, /v2 for the Open Inference Protocol)"
+
+
+class JsonErrors:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rewriting = False
+
+        async def wrapped(msg: dict) -> None:
+            nonlocal rewriting
+            if msg["type"] == "http.response.start" and msg["status"] in REWRITTEN:
+                headers = {k.lower(): v for k, v in msg.get("headers", [])}
+                if not headers.get(b"content-type", b"").startswith(b"application/json"):
+                    rewriting = True
+                    allow = headers.get(b"allow")
+                    text = message(msg["status"], scope.get("method", "?"), scope.get("path", "?"),
+                                   allow.decode("latin-1") if allow else None)
+                    body = json.dumps({"error": text}).encode()
+                    out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                    if allow:
+                        out.append((b"allow", allow))
+                    await send({"type": "http.response.start", "status": msg["status"], "headers": out})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            if rewriting:  # the original plain-text body: already answered
+                return
+            await send(msg)
+
+        await self.app(scope, receive, wrapped)
