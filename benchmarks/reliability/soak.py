@@ -27,6 +27,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: --minutes {args.minutes:g} leaves under 30 s after the {warmup:g} s warm-up", file=sys.stderr)
         return 2
     token = os.environ.get("MODEL_ZOO_API_TOKEN") or None
-    log = Path(args.json or "soak").with_suffix(".server.log")
+    # the server's log goes next to --json, else to the temp dir (not into the working tree)
+    log = Path(args.json).with_suffix(".server.log") if args.json else Path(tempfile.gettempdir()) / "zoo-soak.log"
     with Served(home, log, {"MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}) as served:
         first = set(served.worker_rss())
         sampler = RssSampler(served, every=5.0)

@@ -193,7 +193,7 @@ def cases() -> list[Case]:
 def markdown(all_cases: list[Case]) -> str:
     rows = ["| input | status | message (fragment) |", "|---|---:|---|"]
     for c in all_cases:
-        msg = f"`{c.fragment}`" if c.fragment else ("same answer as the plain PNG" if c.same_as else "")
+        msg = f"`{c.fragment}`" if c.fragment else ("same prediction as the same pixels in a plain image" if c.same_as else "")
         msg = msg.replace("|", "\\|")  # a pipe would end the table cell
         rows.append(f"| {c.what} | {c.status} | {msg} |")
     return "\n".join(rows)
