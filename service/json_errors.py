@@ -22,7 +22,9 @@ REWRITTEN = {404, 405}
 
 def message(status: int, method: str, path: str, allow: str | None) -> str:
     if status == 405:
-        return f"method {method} is not allowed on {path}" + (f"; allowed: {allow}" if allow else "")
+        # Starlette builds Allow from a set, so its order changes between runs: sort for a stable message.
+        allowed = ", ".join(sorted(m.strip() for m in allow.split(","))) if allow else ""
+        return f"method {method} is not allowed on {path}" + (f"; allowed: {allowed}" if allowed else "")
     return f"no such route: {method} {path} (see /docs for the API, /v2 for the Open Inference Protocol)"
 
 
