@@ -13,7 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from test_service_harness import BIN, ROOT, eager_probs, free_port, post_images, stop_server, wait_ready
+from test_service_harness import (BIN, ROOT, eager_probs, free_port, post_images, sibling_home, stop_server,
+                                  wait_ready)
 
 pytest_plugins = ["test_service_harness"]
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_build_and_serve_the_bento(zoo_server, tmp_path):
-    home = zoo_server.log.parent / "bentoml"
+    home = sibling_home(zoo_server, tmp_path / "home")  # own metrics directory, same store
     env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_THREADS": "1"}
     done = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

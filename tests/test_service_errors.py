@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_service_harness import eager_forecast, eager_probs, post_images, start_server, stop_server, wait_ready
+from test_service_harness import (eager_forecast, eager_probs, post_images, sibling_home, start_server, stop_server,
+                                  wait_ready)
 
 pytest_plugins = ["test_service_harness"]
 
@@ -118,8 +119,9 @@ def test_unknown_route_and_method(zoo_server):
 def tight_server(zoo_server, tmp_path_factory):
     """Same store, TorchScript runtime, caps of 4 images / 1 MiB / 4096 pixels, 5 ms latency budget,
     two of the three stored models enabled."""
-    home = zoo_server.log.parent / "bentoml"
-    log = tmp_path_factory.mktemp("tight") / "server.log"
+    tmp = tmp_path_factory.mktemp("tight")
+    home = sibling_home(zoo_server, tmp)  # own metrics directory, same store
+    log = tmp / "server.log"
     proc, url = start_server(home, log, {
         "MODEL_ZOO_RUNTIME": "torchscript", "MODEL_ZOO_MAX_IMAGES": "4", "MODEL_ZOO_MAX_BODY_MB": "1",
         "MODEL_ZOO_MAX_PIXELS": "4096", "MODEL_ZOO_MAX_LATENCY_MS": "5", "MODEL_ZOO_MAX_BATCH": "4",

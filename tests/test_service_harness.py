@@ -100,6 +100,19 @@ def start_server(home: Path, log: Path, extra_env: dict[str, str] | None = None)
     return proc, f"http://127.0.0.1:{port}"
 
 
+def sibling_home(zoo: "Zoo", tmp: Path) -> Path:
+    """A fresh BENTOML_HOME over zoo_server's model store (``models`` is a symlink to it).
+
+    A second server must not share zoo_server's home: ``bentoml serve`` empties
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` at start-up, which deletes the live metric files of the
+    running zoo_server (its /metrics then stops moving and the batching test fails).
+    """
+    home = tmp / "bentoml"
+    home.mkdir(parents=True)
+    (home / "models").symlink_to(zoo.log.parent / "bentoml" / "models")
+    return home
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
