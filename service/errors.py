@@ -8,9 +8,10 @@ the unit tests share it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 
 class ServiceError(Exception):
@@ -71,6 +72,17 @@ class Overloaded(ServiceError):
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, **extra}
+
+
+def json_response(payload: Any) -> Response:
+    """A finished 200 JSON response for an endpoint's result (lists/dicts of str, int, float).
+
+    BentoML passes a ``Response`` returned by an endpoint through as is. Returning the result itself
+    makes BentoML build the output model's JSON schema on every request (``IOMixin.mime_type``) and
+    serialise it through pydantic: measured at c=32 on /classify_digit that was ~19% of the worker's
+    CPU. ``json.dumps`` of these small results is a few microseconds.
+    """
+    return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
 
 
 def error_response(exc: ServiceError) -> JSONResponse:

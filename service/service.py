@@ -22,7 +22,7 @@ import bentoml
 from pydantic import Field, ValidationError
 
 from service.auth import BearerAuth
-from service.errors import BadRequest, ServiceError, error_response
+from service.errors import BadRequest, ServiceError, error_response, json_response
 from service.models import Forecaster, ImageClassifier
 from service.oip import oip_app
 from service.preflight import check_or_exit
@@ -103,7 +103,7 @@ class ModelZoo:
             if images.error is not None:
                 raise images.error
             assert isinstance(model, ImageClassifier)
-            return await model.classify(images.files)
+            return json_response(await model.classify(images.files))  # no per-request schema/pydantic
         except ServiceError as exc:
             return error_response(exc)
 
@@ -130,7 +130,7 @@ class ModelZoo:
             if isinstance(history, ServiceError):
                 raise history
             assert isinstance(model, Forecaster)
-            return {"forecast": await anyio.to_thread.run_sync(model.forecast, history, steps)}
+            return json_response({"forecast": await anyio.to_thread.run_sync(model.forecast, history, steps)})
         except ServiceError as exc:
             return error_response(exc)
 
