@@ -19,11 +19,16 @@ import functools
 import time
 from typing import Callable, Sequence
 
+import anyio
 import numpy as np
 
 from service.errors import Overloaded
 
 FULL_BATCHES = 3  # a queued request may wait this many full-size model calls before it is shed
+# A model whose full batch takes at most this long (seconds, as timed at warm-up) runs on the event
+# loop instead of a worker thread: for the MNIST MLP (~0.7 ms at batch 128) the thread hand-off (queue
+# put/get, two wake-ups) cost more than the call itself; measured at c=32 it was ~13% of the worker.
+INLINE_BATCH_S = 0.002
 # Batch-size buckets: powers of two up to the largest batch anyone configures (items per model call).
 BATCH_BUCKETS = tuple(float(2**i) for i in range(0, 13))
 # Latency buckets, seconds: 0.1 ms .. 10 s (an MLP batch is ~1 ms on CPU, a ResNet batch up to seconds).
@@ -57,7 +62,8 @@ def model_metrics() -> tuple[object, object]:
 class Batcher:
     """``await batcher(x)`` with ``x`` of shape ``(n, ...)`` -> ``fn(batch)[rows of x]``.
 
-    ``fn`` maps a float32 ``(N, ...)`` batch to an ``(N, ...)`` output; it runs in a worker thread.
+    ``fn`` maps a float32 ``(N, ...)`` batch to an ``(N, ...)`` output; it runs in a worker thread,
+    or on the event loop once ``calibrate`` found a full batch cheaper than ``INLINE_BATCH_S``.
     Must first be called from the server's event loop (the dispatcher binds to it).
     """
 
@@ -75,7 +81,8 @@ class Batcher:
             get_batch_size=len,  # items, not requests: a 100-image request counts as 100
             batch_dim=(0, 0),
         )
-        self._submit = self.dispatcher(self._run_batch)
+        self.inline = False  # until calibrate() has timed the model
+        self._submit = self.dispatcher(self._dispatch)  # async: the dispatcher awaits it on the loop
 
     def calibrate(self, seconds_per_item: float) -> float:
         """Raise the latency budget to what this model needs on this machine; returns it (seconds).
@@ -85,15 +92,21 @@ class Batcher:
         (a ResNet-18 at 224x224 on CPU: seconds per full batch) a configured 2 s budget would turn one
         legitimate large request into a 503. The budget becomes at least ``FULL_BATCHES`` full batches.
         """
-        needed = FULL_BATCHES * seconds_per_item * self.dispatcher.max_batch_size
-        self.dispatcher.max_latency = max(self.dispatcher.max_latency, needed)
+        full_batch = seconds_per_item * self.dispatcher.max_batch_size
+        self.inline = full_batch <= INLINE_BATCH_S
+        self.dispatcher.max_latency = max(self.dispatcher.max_latency, FULL_BATCHES * full_batch)
         return self.dispatcher.max_latency
 
     def _overloaded(self) -> np.ndarray:
         raise Overloaded(self.name)
 
+    async def _dispatch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.inline:
+            return self._run_batch(parts)
+        return await anyio.to_thread.run_sync(self._run_batch, parts)
+
     def _run_batch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Called by the dispatcher in a thread with the queued requests' arrays; one output per part."""
+        """The queued requests' arrays -> one output per part (in a thread, or inline for tiny models)."""
         sizes = [len(p) for p in parts]
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         start = time.perf_counter()

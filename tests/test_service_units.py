@@ -163,3 +163,33 @@ def test_a_request_larger_than_a_batch_is_not_shed_on_a_slow_model():
 
     assert asyncio.run(run(calibrated=False)) > 0  # the failure this guards against is real
     assert asyncio.run(run(calibrated=True)) == 0
+
+
+def test_a_cheap_model_runs_its_batches_on_the_event_loop_and_a_slow_one_in_a_thread():
+    """calibrate() picks where model calls run: a full batch under INLINE_BATCH_S on the loop (no thread
+    hand-off), otherwise a worker thread (keeps the loop free); answers are the same either way."""
+    import threading
+
+    from service.batching import INLINE_BATCH_S
+
+    threads: list[int] = []
+
+    def plus_one(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return batch + 1
+
+    async def run(seconds_per_item: float) -> tuple[bool, set[int], int]:
+        batcher = Batcher("unit", plus_one, max_batch=8, max_latency_ms=5000, metrics=False)
+        batcher.calibrate(seconds_per_item)
+        threads.clear()
+        inputs = [np.full((1, 2), i, np.float32) for i in range(20)]
+        outs = await asyncio.gather(*(batcher(x) for x in inputs))
+        for x, y in zip(inputs, outs):
+            np.testing.assert_array_equal(y, x + 1)
+        batcher.shutdown()
+        return batcher.inline, set(threads), threading.get_ident()
+
+    inline, used, loop_thread = asyncio.run(run(INLINE_BATCH_S / 8 / 2))
+    assert inline and used == {loop_thread}
+    inline, used, loop_thread = asyncio.run(run(INLINE_BATCH_S / 8 * 2))
+    assert not inline and loop_thread not in used
