@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response, json_response
+from service.json_errors import JsonErrors
 from service.models import Forecaster, ImageClassifier
 from service.oip import oip_app
 from service.preflight import check_or_exit
@@ -142,8 +143,10 @@ class ModelZoo:
 
 
 # Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
-# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413.
+# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413; innermost, the
+# router's plain-text 404/405 (unknown path, wrong method) become JSON like every other error.
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
+ModelZoo.add_asgi_middleware(JsonErrors)
 
 
