@@ -119,8 +119,9 @@ def test_token_auth_over_http(zoo_server, tmp_path):
     import httpx
 
     from benchmarks.reliability.server import Served
+    from test_service_harness import sibling_home
 
-    store = zoo_server.log.parent / "bentoml"
+    store = sibling_home(zoo_server, tmp_path)  # not zoo_server's home: see sibling_home
     digit = (Path(__file__).resolve().parents[1] / "service" / "examples" / "digit7.png").read_bytes()
     files = [("images", ("digit7.png", digit, "image/png"))]
     infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [0.0] * 784}]}

@@ -16,14 +16,17 @@ import pytest
 
 from benchmarks.reliability.faults import BREAKS, break_store, kill_worker, sigterm_drain, startup_failure
 from benchmarks.reliability.server import ROOT, Served
+from test_service_harness import sibling_home
 
 pytestmark = pytest.mark.slow
 LOST_IN_FLIGHT = {"RemoteProtocolError", "ReadError", "ConnectError"}  # a connection cut by the dying worker
 
 
 @pytest.fixture(scope="module")
-def store(zoo_server):
-    return zoo_server.log.parent / "bentoml"  # BENTOML_HOME with the session's mnist-mlp and sine-rnn
+def store(zoo_server, tmp_path_factory):
+    # A BENTOML_HOME over the session's mnist-mlp and sine-rnn, but not zoo_server's own: every
+    # `bentoml serve` empties its home's Prometheus directory, which would freeze zoo_server's /metrics.
+    return sibling_home(zoo_server, tmp_path_factory.mktemp("faults"))
 
 
 def test_killed_worker_is_replaced_and_service_recovers(store, tmp_path):
