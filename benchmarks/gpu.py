@@ -20,7 +20,6 @@ where there is no GPU. A time budget stops early and says so, rather than losing
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import sys
 import tempfile
@@ -33,20 +32,10 @@ import numpy as np
 
 from benchmarks.engine import Budget, Target, eager_session, engine_rows
 from service.config import Settings, worker_cores
-from service.runtime import Session, cuda_device_count, io_names
+from service.runtime import Session, cuda_device_count, io_names, tensorrt_loadable
 
 FAMILIES = ("mnist-mlp", "cifar10-resnet18", "transfer-resnet18", "sine-rnn")
 IMAGE_MAX_BATCH = 64  # TensorRT optimisation profile: batches 1..64
-
-
-def tensorrt_loadable() -> bool:
-    for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
-        try:
-            ctypes.CDLL(lib)
-            return True
-        except OSError:
-            continue
-    return False
 
 
 def build_target(family: str, root: Path) -> Target:

@@ -55,7 +55,7 @@ def cuda_device_count() -> int:
     return 0
 
 
-def _tensorrt_loadable() -> bool:
+def tensorrt_loadable() -> bool:
     for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
         try:
             ctypes.CDLL(lib)
@@ -110,7 +110,7 @@ def _onnx_session(model_dir: Path, spec: Spec, precision: str, threads: int) -> 
     providers: list[Any] = ["CPUExecutionProvider"]
     if gpu:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if "TensorrtExecutionProvider" in ort.get_available_providers() and _tensorrt_loadable():
+        if "TensorrtExecutionProvider" in ort.get_available_providers() and tensorrt_loadable():
             providers.insert(0, ("TensorrtExecutionProvider", {"trt_fp16_enable": artifact == ARTIFACTS["fp16"]}))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # one model call uses the worker's cores; batches run one at a time
