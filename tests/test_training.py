@@ -141,16 +141,17 @@ def test_early_stopping_and_dry_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_mnist_real_accuracy_on_10k_subset(tmp_path):
-    """One epoch on 10k real MNIST training images, scored on the real held-out 10k test split.
+    """One epoch on 10k real MNIST training images, scored on the real held-out 10k test split: >= 95%.
 
-    The issue asks >= 95%; one pass over 10k images with this 784-200-200-10 MLP peaked at
-    94.2-95.0% over the optimiser/batch/init settings tried (Adam, SGD Nesterov, batch 4-32), so the
-    bar here is 93.5%, which an untrained or broken pipeline (10%) cannot reach by luck.
+    One pass over 10k images is short, so the recipe is the one-pass schedule that measured best:
+    batch 4, Adam (betas 0.8/0.99) with lr 1e-3 decaying linearly to zero, label smoothing 0.2, no
+    dropout. Seeds 0-3 gave 95.49 / 95.28 / 95.59 / 95.50% (batch 16 with plain Adam/SGD and OneCycle
+    peaked at 94.2-95.0%, which is why the smoothing and the linear decay exist as flags).
     """
     res = mnist_mlp.main(run_args(tmp_path, "--data-dir", MNIST, "--epochs", "1", "--max-train-samples", "10000",
-                                  "--batch-size", "16", "--optimizer", "sgd", "--nesterov", "--lr", "0.05",
-                                  "--dropout", "0"))
-    assert res["metrics"]["test_acc"] >= 0.935, res["metrics"]["test_acc"]
+                                  "--batch-size", "4", "--optimizer", "adam", "--betas", "0.8", "0.99", "--lr", "1e-3",
+                                  "--scheduler", "linear", "--label-smoothing", "0.2", "--dropout", "0", "--seed", "0"))
+    assert res["metrics"]["test_acc"] >= 0.95, res["metrics"]["test_acc"]
     assert res["metrics"]["history"][0]["train_samples_per_s"] > 0
 
 

@@ -90,7 +90,8 @@ def test_optimizers_follow_flags():
     sgd = make_optimizer(params, _args())
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 5e-4
     assert isinstance(make_optimizer(params, _args(optimizer="adamw")), torch.optim.AdamW)
-    assert isinstance(make_optimizer(params, _args(optimizer="adam")), torch.optim.Adam)
+    adam = make_optimizer(params, _args(optimizer="adam", betas=[0.8, 0.99]))
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["betas"] == (0.8, 0.99)
 
 
 def _lrs(scheduler_name, steps_per_epoch=3, metrics=(1.0, 1.0, 1.0, 1.0)):
@@ -114,5 +115,7 @@ def test_schedules():
     assert cosine[0] == pytest.approx(0.1) and cosine[1] > cosine[2] > cosine[3] > 0
     onecycle = _lrs("onecycle")
     assert onecycle[0] < 0.01 and max(onecycle) <= 0.1 + 1e-9  # warm-up from max_lr / 25
+    linear = _lrs("linear")  # 4 epochs x 3 batches: 1 - step/12 at the start of each epoch
+    assert linear == pytest.approx([0.1, 0.075, 0.05, 0.025])
     plateau = _lrs("plateau", metrics=(1.0, 1.0, 1.0, 1.0))  # no improvement: lr halves after patience 1
     assert plateau[0] == 0.1 and plateau[-1] < 0.1

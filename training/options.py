@@ -47,9 +47,11 @@ def common_parser(family: str, **defaults: Any) -> argparse.ArgumentParser:
     o.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (OneCycle max_lr)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="SGD Nesterov momentum")
+    o.add_argument("--betas", type=float, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"),
+                   help="Adam/AdamW moment decay rates")
     o.add_argument("--weight-decay", type=float, default=0.0, help="L2 (decoupled for AdamW)")
     o.add_argument("--l1", type=float, default=0.0, help="L1 penalty coefficient on weight matrices (0 disables)")
-    o.add_argument("--scheduler", choices=["none", "step", "plateau", "onecycle", "cosine"], default="onecycle")
+    o.add_argument("--scheduler", choices=["none", "step", "plateau", "onecycle", "cosine", "linear"], default="onecycle")
     o.add_argument("--step-size", type=int, default=10, help="StepLR: epochs between decays")
     o.add_argument("--gamma", type=float, default=0.1, help="StepLR / ReduceLROnPlateau decay factor")
     o.add_argument("--clip-grad", type=float, default=0.0, help="max gradient L2 norm (0 disables)")

@@ -26,19 +26,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                       val_fraction=1 / 12)  # 55k train / 5k val, as is customary for MNIST
     p.add_argument("--hidden", type=int, nargs="+", default=[200, 200], help="hidden layer widths")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout after each hidden ReLU (0 disables)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
     return p
 
 
-def task() -> engine.Task:
-    return engine.Task(metric="acc", loss_fn=nn.CrossEntropyLoss())
+def task(args: argparse.Namespace | None = None) -> engine.Task:
+    smoothing = args.label_smoothing if args is not None else 0.0
+    return engine.Task(metric="acc", loss_fn=nn.CrossEntropyLoss(label_smoothing=smoothing))
 
 
 def train_one_epoch(model, loader, optimizer, device, epoch, args, scheduler=None) -> dict[str, float]:
-    return engine.train_one_epoch(model, loader, task(), optimizer, device, epoch, args, scheduler)
+    return engine.train_one_epoch(model, loader, task(args), optimizer, device, epoch, args, scheduler)
 
 
 def evaluate(model, loader, device, args) -> dict[str, float]:
-    return engine.evaluate(model, loader, task(), device, args)
+    return engine.evaluate(model, loader, task(args), device, args)
 
 
 def main(args: Any = None) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def main(args: Any = None) -> dict[str, Any]:
     splits = load_mnist(args.data_dir, args.download, args.val_fraction, args.seed)
     cfg = model_config(FAMILY, {"hidden": tuple(args.hidden), "dropout": args.dropout})
     model = build_model(FAMILY, cfg)
-    return engine.fit(FAMILY, model, cfg, mnist_spec(), splits, task(), args, device)
+    return engine.fit(FAMILY, model, cfg, mnist_spec(), splits, task(args), args, device)
 
 
 if __name__ == "__main__":
