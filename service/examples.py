@@ -17,8 +17,9 @@ from pathlib import Path
 DIGIT = Path(__file__).resolve().parent / "examples" / "digit7.png"
 
 
-def sine_history(n: int = 30, dt: float = 0.1, freq: float = 1.0) -> list[float]:
-    """n points of sin(freq * t), t = k * dt, rounded for a readable command line."""
+def sine_history(n: int = 30, dt: float = 0.1, freq: float = 2.0) -> list[float]:
+    """n points of sin(freq * t), t = k * dt, rounded for a readable command line (freq: the
+    sine-rnn default recipe's nominal 2 rad per time unit)."""
     return [round(math.sin(freq * k * dt), 4) for k in range(n)]
 
 

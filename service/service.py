@@ -49,7 +49,7 @@ class ForecastRequest(bentoml.IODescriptor):
     """``{"history": [float...], "steps": int}``; a malformed body becomes a 400 naming the field."""
 
     history: list[float] = Field(description="observed values, oldest first (limits: the model's spec)",
-                                 examples=[[round(math.sin(0.1 * i), 4) for i in range(20)]])
+                                 examples=[[round(math.sin(0.2 * i), 4) for i in range(20)]])
     steps: int = Field(description="how many future values to predict", examples=[10])
 
     @classmethod
