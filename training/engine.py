@@ -25,7 +25,7 @@ from service.spec import Spec
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import Splits
 from training.models import config_to_dict
-from training.optim import make_optimizer, make_scheduler, scheduler_step
+from training.optim import load_scheduler_state, make_optimizer, make_scheduler, scheduler_step
 from training.options import json_config
 
 
@@ -192,7 +192,9 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             if scheduler is not None and ckpt["scheduler"] is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
+                changed = load_scheduler_state(scheduler, ckpt["scheduler"])
+                if changed:
+                    print(f"resume: {changed}", flush=True)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{resume}: cannot resume with these options: {str(exc).splitlines()[0]}") from exc
         start_epoch = ckpt["epoch"] + 1

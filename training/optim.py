@@ -54,6 +54,21 @@ class LinearDecay(lr_scheduler.LambdaLR):
     one-pass schedule measured for mnist-mlp; see tests/test_training.py)."""
 
 
+def load_scheduler_state(scheduler: Any, state: dict[str, Any]) -> str | None:
+    """Load a saved schedule but keep this run's length, so ``--resume --epochs N`` with a larger N
+    stretches OneCycle/cosine to the new end instead of stopping at the old one (where OneCycle
+    would raise or sit at its final lr). Returns a line saying what changed, or None."""
+    length = {k: getattr(scheduler, k) for k in ("total_steps", "_schedule_phases", "T_max") if hasattr(scheduler, k)}
+    scheduler.load_state_dict(state)
+    saved = {k: getattr(scheduler, k) for k in length}
+    for k, v in length.items():
+        setattr(scheduler, k, v)
+    for k in ("total_steps", "T_max"):
+        if k in length and saved[k] != length[k]:
+            return f"schedule length {k} {saved[k]} -> {length[k]} (resumed at step {scheduler.last_epoch})"
+    return None
+
+
 def scheduler_step(scheduler: Any, args: argparse.Namespace, per_batch: bool, metric: float | None = None) -> None:
     """Advance the schedule at the right granularity (called after every batch and every epoch)."""
     if scheduler is None:
