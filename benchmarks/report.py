@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime-gpu", "onnxruntime", "bentoml", "fastapi", "uvicorn",
-            "httpx", "numpy", "pillow")
+            "aiohttp", "httpx", "numpy", "pillow")
 
 
 def machine() -> dict[str, Any]:
@@ -207,7 +207,9 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
                   "adaptive batching up to 128 items, 2 s latency budget). Naive: "
                   "`benchmarks/baselines/naive_server.py`, FastAPI + eager PyTorch, one request at a time, no "
                   "batching. One server runs at a time; the two alternate within each level (ABBA order); each "
-                  "point follows an untimed warm-up run. `client CPU %` is the load generator's own use (100 % = "
+                  "point follows an untimed warm-up run. The load generator is `zoo bench` (clients/bench.py: one "
+                  "aiohttp connection per simulated user, pre-encoded bodies, closed loop). "
+                  "`client CPU %` is the load generator's own use (100 % = "
                   "one core), `server CPU %` the server's process tree over the same window (200 % = both cores). "
                   "Errors are answers other than 2xx (a 503 is the batcher shedding load) and are not counted "
                   "in the throughput.", "",

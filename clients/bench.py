@@ -1,7 +1,7 @@
 """``zoo bench``: a closed-loop load generator for the benchmark harness.
 
 Each concurrency level runs ``c`` simulated users; each user has its own
-``httpx.AsyncClient`` holding one connection, sends a pre-encoded body, waits for
+``aiohttp.ClientSession`` holding one connection, sends a pre-encoded body, waits for
 the answer and sends the next (closed loop), until ``--requests`` have been sent
 across users or ``--duration`` seconds have passed. Bodies are encoded once before
 timing starts, so the client spends its CPU on HTTP, not on PNG encoding; the
@@ -10,6 +10,11 @@ client's own CPU time is reported to show whether the generator is the bottlenec
 processes that start together).
 
 No retries here: a 503 is a measurement, counted under ``errors``.
+
+Why aiohttp for the timed loop (httpx elsewhere): on a 2-core machine the generator shares the CPU
+with the server it measures, so its cost per request is taken from the server. aiohttp parses
+responses in C (llhttp); measured against /classify_digit at 32 users it needed about half the
+client CPU per request that httpx.AsyncClient did (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -104,10 +110,11 @@ async def _users(url: str, path: str, bodies, users: int, requests: int | None, 
     issued = 0
     headers = base_headers(token)
 
-    # Clients are made before the clock starts: building one costs tens of ms of client CPU,
-    # which would otherwise count against the first requests of every user.
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, headers=headers) for _ in range(users)]
+    # Sessions are made before the clock starts (building one costs client CPU that would otherwise
+    # count against the first requests of every user); one connection each, kept alive.
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    clients = [aiohttp.ClientSession(base_url=url, timeout=client_timeout, headers=headers,
+                                     connector=aiohttp.TCPConnector(limit=1)) for _ in range(users)]
 
     async def user(n: int) -> None:
         nonlocal issued
@@ -124,9 +131,10 @@ async def _users(url: str, path: str, bodies, users: int, requests: int | None, 
             i += 1
             t0 = time.perf_counter()
             try:
-                r = await client.post(path, content=content, headers=hdrs)
-                key = str(r.status_code)
-            except httpx.TransportError as exc:
+                async with client.post(path, data=content, headers=hdrs) as r:
+                    await r.read()
+                    key = str(r.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 key = type(exc).__name__
                 await asyncio.sleep(0.01)  # a refused connection would otherwise spin
             if key.startswith("2"):
@@ -140,7 +148,7 @@ async def _users(url: str, path: str, bodies, users: int, requests: int | None, 
         await asyncio.gather(*(user(n) for n in range(users)))
     finally:
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
     return {"latencies": latencies, "statuses": statuses, "wall": wall, "cpu": cpu}
 
 

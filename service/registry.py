@@ -8,6 +8,7 @@ background task on the server's event loop after start-up, so ``/livez`` answers
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -30,6 +31,24 @@ def store_entry(name: str) -> Any | None:
     except StoreNotFound:
         return None
 
+
+
+# Young-generation collections run every GC_THRESHOLD[0] net allocations; Python's default (700) means
+# several collections per HTTP request on this stack. Measured at c=32 single-image /classify_digit.
+GC_THRESHOLD = (20_000, 20, 20)
+
+
+def settle_heap() -> None:
+    """After loading and warm-up: move everything alive into the permanent generation and space out
+    collections. The worker's heap after start-up (BentoML, pydantic, numpy, ONNX Runtime, starlette:
+    hundreds of thousands of objects) never becomes garbage, but every full collection walked it:
+    at 32 concurrent /classify_digit clients those pauses were the p99 (125 ms against a p50 of
+    24 ms) and ~15% of the worker's CPU. ``gc.freeze()`` takes it out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    logger.info("start-up heap frozen (%d objects) and GC thresholds set to %s", gc.get_freeze_count(), GC_THRESHOLD)
 
 class Zoo:
     def __init__(self, settings: Settings, stored: dict[str, Any]) -> None:
@@ -65,6 +84,7 @@ class Zoo:
                 self.failures[name] = f"model {name!r} failed to load: {first}"
                 logger.exception("model %s failed to load", name)
         self.done = True
+        settle_heap()
         logger.info("model zoo ready: serving %s%s", ", ".join(sorted(self.warm)) or "nothing",
                     f"; failed: {', '.join(sorted(self.failures))}" if self.failures else "")
 
