@@ -144,7 +144,7 @@ def example_feeds(spec: Spec, batch: int, rng: np.random.Generator) -> dict[str,
     if spec.task == "forecast":
         sq = spec.sequence
         t = np.arange(HISTORY_LEN, dtype=np.float32) * sq.dt
-        x = np.sin(t[None, :] * rng.uniform(0.5, 2.0, (batch, 1)) + rng.uniform(0, 2 * math.pi, (batch, 1)))
+        x = np.sin(t[None, :] * rng.uniform(*sq.freq_range, (batch, 1)) + rng.uniform(0, 2 * math.pi, (batch, 1)))
         zeros = np.zeros((sq.num_layers, batch, sq.hidden_size), np.float32)
         return {"x": x[..., None].astype(np.float32), **{s: zeros for s in sq.state_names}}  # x (N, T, 1)
     return {"input": rng.standard_normal((batch, *spec.image.input_shape()), dtype=np.float32)}

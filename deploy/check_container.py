@@ -120,14 +120,14 @@ def run_checks(container: str, reference: str, data_dir: Path, count: int, ready
         f"accuracy {correct}/{count} against the true labels"
     )
 
-    # 40 samples of sin at 0.1 rad spacing: a history the sine-rnn recipe's windows resemble.
-    payload = {"history": [math.sin(0.1 * t) for t in range(40)], "steps": 10}
+    # 40 samples of sin(2 t) at dt 0.1: the sine-rnn default recipe's nominal frequency.
+    payload = {"history": [math.sin(0.2 * t) for t in range(40)], "steps": 10}
     got_f = post(container, "/forecast_sine", json=payload)["forecast"]
     ref_f = post(reference, "/forecast_sine", json=payload)["forecast"]
     problems = compare_forecasts(got_f, ref_f)
     if problems:
         raise CheckError(f"forecast_sine: container differs from reference: {'; '.join(problems[:3])}")
-    truth = [math.sin(0.1 * t) for t in range(40, 50)]
+    truth = [math.sin(0.2 * t) for t in range(40, 50)]
     err = max(abs(a - b) for a, b in zip(got_f, truth))
     lines.append(f"forecast_sine: 10 steps, container == reference; max |forecast - sin| = {err:.3f}")
     return lines
