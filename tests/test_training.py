@@ -164,3 +164,15 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "--download" in proc.stderr and str(tmp_path / "none") in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "training", "resnet50"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "mnist-mlp" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--betas", "1.5", "0.99"], "--betas must each be in [0, 1)"),
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1]"),
+])
+def test_out_of_range_optimiser_flags_are_refused_before_training(tmp_path, flags, named):
+    """Left to torch these fail mid-run with a traceback (Adam's constructor, cross_entropy)."""
+    proc = subprocess.run([sys.executable, "-m", "training", "mnist-mlp", "--data-dir", MNIST, *run_args(tmp_path), *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert not (tmp_path / "ckpt").exists()  # nothing started, nothing half-written

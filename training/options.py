@@ -92,6 +92,10 @@ def finalize(args: argparse.Namespace, parser: argparse.ArgumentParser, quick: d
         problems.append(f"--lr must be > 0 (got {args.lr})")
     if not 0.0 < args.val_fraction < 1.0:
         problems.append(f"--val-fraction must be in (0, 1) (got {args.val_fraction})")
+    if not all(0.0 <= b < 1.0 for b in args.betas):
+        problems.append(f"--betas must each be in [0, 1) (got {' '.join(map(str, args.betas))})")
+    if not 0.0 <= getattr(args, "label_smoothing", 0.0) <= 1.0:  # flag of the classification recipes
+        problems.append(f"--label-smoothing must be in [0, 1] (got {args.label_smoothing})")
     if problems:
         parser.error("; ".join(problems))  # exit 2 with one readable line
     return args
