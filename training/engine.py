@@ -57,6 +57,12 @@ class Task:
         return (out.float() - y).pow(2).sum().item(), y.numel()
 
 
+def classification_task(args: Any = None, **kw: Any) -> Task:
+    """Cross-entropy + accuracy, with ``--label-smoothing`` where the recipe has that flag."""
+    smoothing = getattr(args, "label_smoothing", 0.0) if args is not None else 0.0
+    return Task(metric="acc", loss_fn=nn.CrossEntropyLoss(label_smoothing=smoothing), **kw)
+
+
 def limit(ds: Dataset, n: int | None) -> Dataset:
     """The first n items (all when n is None)."""
     if n is None or n >= len(ds):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from torch import nn
 
 from training import engine
 from training.data import load_mnist
@@ -31,8 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def task(args: argparse.Namespace | None = None) -> engine.Task:
-    smoothing = args.label_smoothing if args is not None else 0.0
-    return engine.Task(metric="acc", loss_fn=nn.CrossEntropyLoss(label_smoothing=smoothing))
+    return engine.classification_task(args)
 
 
 def train_one_epoch(model, loader, optimizer, device, epoch, args, scheduler=None) -> dict[str, float]:

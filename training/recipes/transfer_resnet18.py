@@ -103,7 +103,7 @@ def _train_mode(frozen: bool):
 
 def task(args: argparse.Namespace | None = None) -> engine.Task:
     frozen = bool(args is not None and args.freeze_backbone)
-    return engine.Task(metric="acc", loss_fn=nn.CrossEntropyLoss(), train_mode=_train_mode(frozen))
+    return engine.classification_task(args, train_mode=_train_mode(frozen))
 
 
 def train_one_epoch(model, loader, optimizer, device, epoch, args, scheduler=None, scaler=None) -> dict[str, float]:
