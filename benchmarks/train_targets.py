@@ -69,7 +69,8 @@ def run_recipe(family: str, workdir: Path, extra: list[str]) -> dict:
 
 def quick_data(family: str, root: Path, mnist_dir: str | None) -> list[str]:
     """Arguments that point a --quick run at its data (synthetic, in the real format, where none exists here)."""
-    sys.path.insert(0, str(REPO / "tests"))
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
     from fixtures_data import write_image_folder, write_tiny_cifar10
 
     if family == "mnist-mlp":

@@ -94,7 +94,7 @@ class ModelZoo:
         # (_bentoml_sdk APIMethod.__get__) rebuilds the method's wrapper with inspect.signature each
         # time: ~4% of the worker's CPU at 32 concurrent /classify_digit clients. Resolved once here
         # (an instance attribute wins over that non-data descriptor); the wrapper is the same one.
-        for api in ("classify_digit", "classify_cifar10", "classify_image", "forecast_sine"):
+        for api in ModelZoo.apis:  # the bentoml.Service built from this class: every @bentoml.api
             self.__dict__[api] = getattr(self, api)
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
         logger.info("model zoo: %s in the store; settings %s", ", ".join(stored) or "no models", settings())
