@@ -11,10 +11,10 @@ whole held-out windows and 40-step rollout MSE 5.4e-4 after a 10-point history (
 windows): 5.7e-4 / 7.6e-4 in ~7 s.
 
 Why the frequency band is narrow: the rollout target needs the frequency to ~0.3%, because a
-frequency error grows into a phase error along the 40 steps. With w in [0.5, 2] the same recipe
-reaches one-step 2.4e-4 but rollout 7.9e-2; with w in [1.9, 2.1] a 16-unit LSTM still forecasts
-about as well as guessing the middle frequency (rollout ~1.2e-2, with or without rollout-loss
-training); [1.96, 2.04] gave 1.6e-3. ``python -m benchmarks.sine_bound`` shows the wide band is
+frequency error grows into a phase error along the 40 steps. This recipe with ``--freq-range``
+(``python -m training sine-rnn --freq-range LO HI``), rollout MSE: [0.5, 2] 7.9e-2 (one-step 2.4e-4),
+[1.9, 2.1] 9.9e-3 (about what guessing the middle frequency gives), [1.96, 2.04] 2.0e-3, [1.98, 2.02]
+5.4e-4. ``python -m benchmarks.sine_bound`` shows the wide band is
 ill-conditioned even for an ideal least-squares fitter that reads the history within 0.003, and
 that a larger w * dt (more of a cycle in the history) pushes the step-0 term of the whole-window
 one-step MSE past 1e-3. ``--freq-range`` trains for a wider band at that cost.
