@@ -4,20 +4,17 @@
 | --- | --- | --- |
 | ``MODEL_ZOO_RUNTIME`` | ``onnx`` | ``onnx`` (ONNX Runtime) or ``torchscript`` |
 | ``MODEL_ZOO_PRECISION`` | ``auto`` | ``auto`` (fp16 on a real GPU, else fp32), ``fp32``, ``fp16``, ``int8`` (CPU ONNX) |
-| ``MODEL_ZOO_THREADS`` | cores of this worker | intra-op threads per model session on CPU |
+| ``MODEL_ZOO_WORKERS`` | usable cores | server worker processes (each loads every served model) |
+| ``MODEL_ZOO_THREADS`` | cores / workers | intra-op threads per model session on CPU (workers x threads <= cores) |
 | ``MODEL_ZOO_MAX_BODY_MB`` | ``32`` | request body cap, MiB (413 above it) |
 | ``MODEL_ZOO_MAX_IMAGES`` | ``256`` | images per request (413 above it); at most 999 (starlette stops at 1000) |
 | ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs) |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
-| ``MODEL_ZOO_MODELS`` | all four | comma list of the families to serve |
+| ``MODEL_ZOO_MODELS`` | every stored model of a known family | ``name[:version],...``: exactly these at start-up |
 
-The batching defaults come from measurement on this project's 2 shared CPU cores (figures in
-service/README.md): the MNIST MLP costs 0.02 ms for 1 image and 0.7 ms for 128 (5 us/image), so
-128-item batches are cheap; a 20 ms budget shed 41 of 166 requests of 100 images from 4 concurrent
-clients with 503s, 200 ms shed 2, and 2000 ms none, while a queue that really builds up is still
-answered with 503 rather than left to hang.
+Why the batching defaults are what they are (measurements): service/README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-FAMILIES = ("mnist-mlp", "cifar10-resnet18", "transfer-resnet18", "sine-rnn")
+from service.families import InvalidName, check_model_name, check_version
 MULTIPART_HARD_LIMIT = 1000  # starlette's own max_files; our cap stays below it so ours answers first
 
 
@@ -74,10 +71,27 @@ def worker_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def parse_models(raw: str) -> tuple[tuple[str, str | None], ...]:
+    """``"mnist-mlp,my-flowers:abc123"`` -> ``(("mnist-mlp", None), ("my-flowers", "abc123"))``."""
+    out: list[tuple[str, str | None]] = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        name, _, version = item.partition(":")
+        try:
+            out.append((check_model_name(name), check_version(version) if version else None))
+        except InvalidName as exc:
+            raise ConfigError(f"MODEL_ZOO_MODELS: {exc}") from None
+    if len({n for n, _ in out}) != len(out):
+        raise ConfigError(f"MODEL_ZOO_MODELS={raw!r} names a model twice (one version per name is served)")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     runtime: str = "onnx"
     precision: str = "auto"
+    workers: int = 1
     threads: int = 1
     max_body_bytes: int = 32 * 2**20
     max_images: int = 256
@@ -85,23 +99,24 @@ class Settings:
     max_batch: int = 128
     max_latency_ms: int = 2000
     warmup_s: float = 0.0
-    models: tuple[str, ...] = FAMILIES
+    models: tuple[tuple[str, str | None], ...] | None = None  # None: every stored model of a known family
 
     @classmethod
     def from_env(cls) -> "Settings":
-        models = tuple(m.strip() for m in os.environ.get("MODEL_ZOO_MODELS", ",".join(FAMILIES)).split(",") if m.strip())
-        unknown = [m for m in models if m not in FAMILIES]
-        if unknown:
-            raise ConfigError(f"MODEL_ZOO_MODELS names unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+        raw_models = os.environ.get("MODEL_ZOO_MODELS", "").strip()
+        cores = worker_cores()
+        workers = _int("MODEL_ZOO_WORKERS", cores, 1, 256)
         return cls(
             runtime=_choice("MODEL_ZOO_RUNTIME", "onnx", ("onnx", "torchscript")),
             precision=_choice("MODEL_ZOO_PRECISION", "auto", ("auto", "fp32", "fp16", "int8")),
-            threads=_int("MODEL_ZOO_THREADS", worker_cores(), 1, 1024),
+            workers=workers,
+            # more threads than cores only makes the workers' pools fight over them
+            threads=_int("MODEL_ZOO_THREADS", max(1, cores // workers), 1, cores),
             max_body_bytes=_int("MODEL_ZOO_MAX_BODY_MB", 32, 1, 4096) * 2**20,
             max_images=_int("MODEL_ZOO_MAX_IMAGES", 256, 1, MULTIPART_HARD_LIMIT - 1),
             max_pixels=_int("MODEL_ZOO_MAX_PIXELS", 4096 * 4096, 64, 2**31),
             max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),
-            models=models,
+            models=parse_models(raw_models) if raw_models else None,
         )

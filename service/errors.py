@@ -51,6 +51,22 @@ class NotFound(ServiceError):
     status = 404
 
 
+class InvalidModelName(BadRequest):
+    """A model name or version in a URL or body that no store tag can have (slashes, dots, control characters)."""
+
+
+class NotInStore(NotFound):
+    """A model name (or version) the model store does not hold."""
+
+
+class NotLoaded(NotFound):
+    """A stored model this server does not serve now (never loaded, or unloaded)."""
+
+
+class LoadFailed(BadRequest):
+    """A load request for a stored model that cannot be served (corrupt entry, unknown family)."""
+
+
 class ModelUnavailable(ServiceError):
     """A model that is not in the store, or not loaded yet (503): the message says how to add it."""
 
@@ -87,17 +103,3 @@ def json_response(payload: Any) -> Response:
 
 def error_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(error_body(exc.message), status_code=exc.status, headers=exc.headers)
-
-
-def missing_model_message(name: str) -> str:
-    """How to get a model that is not in the store (the 503 text of its endpoints)."""
-    how = {
-        "mnist-mlp": "python -m training mnist-mlp --download",
-        "cifar10-resnet18": "download CIFAR-10 into $DATA_DIR (python -m training cifar10-resnet18 --download)",
-        "transfer-resnet18": "put an ImageFolder dataset in $DATA_DIR and train it (python -m training transfer-resnet18)",
-        "sine-rnn": "python -m training sine-rnn",
-    }.get(name, f"train and export a {name} checkpoint")
-    return (
-        f"model {name!r} is not in the model store: {how}, then run make models "
-        f"(or python -m export CHECKPOINT) and restart the service"
-    )

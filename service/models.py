@@ -22,6 +22,7 @@ from service.errors import BadRequest, Overloaded
 from service.preprocess import preprocess_many
 from service.runtime import Session, load_session
 from service.spec import Spec
+from service.store import read_spec
 
 logger = logging.getLogger("model_zoo.models")
 
@@ -54,8 +55,12 @@ class Loaded:
     spec: Spec
     session: Session
 
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[-1]
+
     def describe(self) -> str:
-        return (f"{self.tag}: {self.session.runtime} {self.session.artifact} on {self.session.provider}")
+        return (f"{self.tag} ({self.spec.family}): {self.session.runtime} {self.session.artifact} on {self.session.provider}")
 
 
 class ImageClassifier:
@@ -186,11 +191,9 @@ class Forecaster:
 
 
 def load_model(name: str, stored: Any, settings: Settings) -> ImageClassifier | Forecaster:
-    """A BentoML stored model -> a served model (session created, not yet warmed up)."""
-    path = Path(stored.path)
-    spec_file = path / "spec.json"
-    spec = Spec.from_json(spec_file.read_text()) if spec_file.is_file() else Spec.from_dict(stored.info.metadata["spec"])
-    session = load_session(path, spec, settings.runtime, settings.precision, settings.threads)
-    loaded = Loaded(name, str(stored.tag), path, spec, session)
+    """A stored model (BentoML ``Model``) served as ``name`` -> a session created, not yet warmed up."""
+    spec = read_spec(stored)
+    session = load_session(Path(stored.path), spec, settings.runtime, settings.precision, settings.threads)
+    loaded = Loaded(name, str(stored.tag), Path(stored.path), spec, session)
     logger.info("loaded %s", loaded.describe())
     return ImageClassifier(loaded, settings) if spec.task == "classification" else Forecaster(loaded, settings)

@@ -1,19 +1,23 @@
 """Open Inference Protocol (KServe v2 REST) for every served model, as an ASGI app BentoML mounts.
 
 Routes: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models/{name}`` (metadata),
-``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (also under ``/versions/{v}``).
+``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (also under ``/versions/{v}``, where ``v``
+is a store version: any other is a 404, never the served version by accident), and Triton's model
+repository extension: ``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` and
+``.../unload`` (service/registry.py does the work, on every worker).
 Image models take either ``input`` (FP32, the preprocessed tensor the model expects) or ``images``
 (BYTES, one encoded image file per element, preprocessed here as the spec says) and return
 ``logits`` (FP32). An output requested with ``"parameters": {"classification": K}`` comes back as
 BYTES ``(N, K)`` strings ``"score:index:label"`` (score = softmax probability, as on /classify_*).
 The forecaster exposes its step graph: ``x`` (N, T, 1), ``h`` [, ``c``] -> ``y``, ``h_out`` [, ``c_out``];
 omitted states start at zero. Errors: ``{"error": "..."}`` with 400 or 404 (503 while loading or
-overloaded, so clients retry). Health follows the spec: 200 true, 400 false.
+overloaded, so clients retry). Health and model readiness follow the spec: 200 true, 400 false.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
@@ -22,12 +26,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.errors import BadRequest, ModelUnavailable, NotFound, ServiceError, TooLarge
+from service.errors import (
+    BadRequest, InvalidModelName, ModelUnavailable, NotInStore, ServiceError, TooLarge, error_response,
+)
 from service.models import Forecaster, ImageClassifier, softmax, top_k
 from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
 from service.preprocess import preprocess_many
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 
 def _zoo() -> Any:
@@ -39,21 +45,14 @@ def _zoo() -> Any:
     return service.zoo
 
 
-def _error(exc: ServiceError) -> JSONResponse:
-    status = exc.status
-    if isinstance(exc, ModelUnavailable) and "not in the model store" in exc.message:
-        status = 404  # OIP: a model the repository does not have
-    return JSONResponse({"error": exc.message}, status_code=status, headers=exc.headers)
-
-
-def _model(name: str) -> ImageClassifier | Forecaster:
-    return _zoo().get(name)
+def _version(request: Request) -> str | None:
+    return request.path_params.get("version")
 
 
 def metadata(name: str, model: ImageClassifier | Forecaster) -> dict[str, Any]:
     s = model.m.session
     platform = "onnxruntime_onnx" if s.runtime == "onnx" else "pytorch_torchscript"
-    version = model.m.tag.split(":", 1)[-1]
+    version = model.m.version
     if isinstance(model, ImageClassifier):
         shape = model.spec.image.input_shape()
         inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]},
@@ -67,7 +66,8 @@ def metadata(name: str, model: ImageClassifier | Forecaster) -> dict[str, Any]:
         outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1, 1]},
                    *({"name": f"{n}_out", "datatype": "FP32", "shape": state} for n in sq.state_names)]
     return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs,
-            "parameters": {"artifact": s.artifact, "provider": s.provider, "spec": model.spec.to_dict()}}
+            "parameters": {"family": model.spec.family, "artifact": s.artifact, "provider": s.provider,
+                           "spec": model.spec.to_dict()}}
 
 
 async def server_metadata(_: Request) -> Response:
@@ -91,18 +91,18 @@ async def ready(_: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        return JSONResponse(metadata(name, _model(name)))
+        return JSONResponse(metadata(name, await _zoo().get(name, _version(request))))
     except ServiceError as exc:
-        return _error(exc)
+        return error_response(exc)
 
 
 async def model_ready(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        _model(name)
-    except (NotFound, ModelUnavailable) as exc:
-        if isinstance(exc, NotFound) or "not in the model store" in exc.message:
-            return _error(exc)
+        await _zoo().get(name, _version(request))
+    except (NotInStore, InvalidModelName) as exc:  # the repository has no such model (or version)
+        return error_response(exc)
+    except ServiceError:  # loading, failed or not loaded: the model exists and is not ready
         return JSONResponse({"name": name, "ready": False}, status_code=400)
     return JSONResponse({"name": name, "ready": True})
 
@@ -192,22 +192,80 @@ def _output_tensors(model: ImageClassifier | Forecaster, req: InferRequest,
 async def infer(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        model = _model(name)
-        req = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
-        if isinstance(model, ImageClassifier):
-            results = await _infer_image(model, req)
-        else:
-            results = await _infer_forecast(model, req)
-        header: dict[str, Any] = {"model_name": name, "model_version": model.m.tag.split(":", 1)[-1]}
-        if req.id is not None:
-            header["id"] = req.id
-        body, headers = encode_response(header, _output_tensors(model, req, results))
-        return Response(body, headers=headers)
+        async with _zoo().use(name, _version(request)) as model:
+            req = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+            if isinstance(model, ImageClassifier):
+                results = await _infer_image(model, req)
+            else:
+                results = await _infer_forecast(model, req)
+            header: dict[str, Any] = {"model_name": name, "model_version": model.m.version}
+            if req.id is not None:
+                header["id"] = req.id
+            body, headers = encode_response(header, _output_tensors(model, req, results))
+            return Response(body, headers=headers)
     except ServiceError as exc:
-        return _error(exc)
+        return error_response(exc)
 
 
-oip_app = Starlette(routes=[
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A repository request body: empty or a JSON object (Triton sends ``{"parameters": {...}}``)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+async def repository_index(request: Request) -> Response:
+    """Triton: every model the store holds, ``[{"name", "version", "state", "reason"}]``."""
+    try:
+        body = await _json_object(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise BadRequest(f"'ready' must be true or false, got {ready!r}")
+        return JSONResponse(await asyncio.to_thread(_zoo().index, ready))
+    except ServiceError as exc:
+        return error_response(exc)
+
+
+async def repository_load(request: Request) -> Response:
+    """Triton: load ``name`` (the latest stored version, or ``{"parameters": {"version": V}}``), warm it
+    up on every worker, then answer 200."""
+    name = request.path_params["name"]
+    try:
+        params = (await _json_object(request)).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("'parameters' must be a JSON object")
+        unsupported = sorted(k for k in params if k != "version")
+        if unsupported:  # Triton's config / file: overrides describe its own model formats
+            raise BadRequest(f"unsupported load parameter(s) {unsupported}: models come from the model store "
+                             "as exported (python -m export); only 'version' may be given")
+        version = params.get("version")
+        if version is not None and not isinstance(version, str):
+            raise BadRequest(f"'version' must be a string, got {version!r}")
+        tag = await _zoo().load(name, version)
+        return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
+    except ServiceError as exc:
+        return error_response(exc)
+
+
+async def repository_unload(request: Request) -> Response:
+    """Triton: stop serving ``name`` on every worker once its in-flight requests are answered."""
+    name = request.path_params["name"]
+    try:
+        await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
+        await _zoo().unload(name)
+        return JSONResponse({"name": name, "state": "UNAVAILABLE"})
+    except ServiceError as exc:
+        return error_response(exc)
+
+
+ROUTES = [
     Route("/v2", server_metadata, methods=["GET"]),
     Route("/v2/", server_metadata, methods=["GET"]),
     Route("/v2/health/live", live, methods=["GET"]),
@@ -218,4 +276,8 @@ oip_app = Starlette(routes=[
     Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
     Route("/v2/models/{name}/infer", infer, methods=["POST"]),
     Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-])
+    Route("/v2/repository/index", repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+    Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
+]
+oip_app = Starlette(routes=ROUTES)

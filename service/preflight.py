@@ -6,12 +6,12 @@ broken endpoint either answers 503 or (a wrong family) hits an assertion -- a ha
 exception in the worker does not help either: BentoML's arbiter restarts a crashing worker forever.
 
 So ``check_or_exit()`` runs where ``bentoml serve`` imports the service (the arbiter process, before any
-worker starts) and does what a worker would do with every entry it is asked to serve: read the spec,
-check the family against the entry's name and labels, and create the runtime session with the
-service's own loader. Any problem ends the process with status 1 and one line per broken model,
-naming the model, its store tag and the file. ``MODEL_ZOO_MODELS`` set explicitly also makes a model
-missing from the store an error (the operator asked for it); by default a missing family is a 503
-that says how to add it, as before.
+worker starts) and does what a worker would do with every entry it will serve at start-up (every
+stored model of a known family, or ``MODEL_ZOO_MODELS``): read the spec, check its family, and create
+the runtime session with the service's own loader (service/store.py ``check_entry``). Any problem ends
+the process with status 1 and one line per broken model, naming the model, its store tag and the
+file. A model named in ``MODEL_ZOO_MODELS`` but missing from the store is an error too (the operator
+asked for it); by default a family with no stored model is a 503 on its route that says how to add it.
 
     python -m service.preflight     # the same check as a command (exit 0: every entry would load)
 
@@ -26,14 +26,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from service.config import Settings
-from service.spec import Spec
-
-
-IMAGE_FAMILIES = ("mnist-mlp", "cifar10-resnet18", "transfer-resnet18")
+from service.families import FAMILIES
+from service.store import check_entry, entry_family, first_line, get_entry, list_entries
 
 
 class PreflightError(SystemExit):
@@ -47,59 +43,43 @@ class PreflightError(SystemExit):
 
 
 def in_worker() -> bool:
-    """True in a BentoML worker process (``python -m _bentoml_impl.worker.service``): the arbiter
-    already checked the store before starting it."""
-    main = sys.modules.get("__main__")
-    return "_bentoml_impl" in (getattr(main, "__spec__", None) and main.__spec__.name or "")
+    """True in a BentoML worker process: the process that started it already checked the store."""
+    import bentoml
+
+    return bentoml.server_context.worker_index is not None
 
 
-def check_entry(name: str, stored: Any, settings: Settings) -> str | None:
-    """The problem with one stored model (BentoML ``Model``), or None when it would load."""
-    from service.runtime import load_session
-
-    tag = str(stored.tag)
-    path = Path(stored.path)
-    family = (stored.info.labels or {}).get("family")
-    if family is not None and family != name:
-        return f"model {name!r} ({tag}): the store entry holds a {family!r} model (labels in {path / 'model.yaml'})"
-    spec_file = path / "spec.json"
-    try:
-        spec = Spec.from_json(spec_file.read_text()) if spec_file.is_file() else Spec.from_dict(stored.info.metadata["spec"])
-    except Exception as exc:  # noqa: BLE001 - unreadable JSON, a SpecError, a missing metadata key
-        return f"model {name!r} ({tag}): {spec_file}: unreadable spec: {_first_line(exc)}"
-    if spec.family != name:
-        return f"model {name!r} ({tag}): {spec_file} describes a {spec.family!r} model"
-    expected_task = "classification" if name in IMAGE_FAMILIES else "forecast"
-    if spec.task != expected_task:
-        return f"model {name!r} ({tag}): {spec_file} says task {spec.task!r}, expected {expected_task!r}"
-    try:
-        load_session(path, spec, settings.runtime, settings.precision, 1)
-    except Exception as exc:  # noqa: BLE001 - RuntimeLoadError names the file; anything else too
-        return f"model {name!r} ({tag}): {_first_line(exc)}"
-    return None
-
-
-def check(settings: Settings, explicit: bool | None = None) -> list[str]:
-    """Problems with every family this instance would serve (empty: all good)."""
-    from service.registry import store_entry
-
-    if explicit is None:
-        explicit = bool(os.environ.get("MODEL_ZOO_MODELS", "").strip())
+def check(settings: Settings) -> list[str]:
+    """Problems with every model this instance would serve at start-up (empty: all good)."""
     problems = []
-    for name in settings.models:
-        try:
-            stored = store_entry(name)
-        except Exception as exc:  # noqa: BLE001 - a corrupt model.yaml makes the store lookup itself fail
-            problems.append(f"model {name!r}: the model store entry cannot be read: {_first_line(exc)}")
-            continue
-        if stored is None:
-            if explicit:
-                problems.append(f"model {name!r} is named in MODEL_ZOO_MODELS but is not in the model store "
+    if settings.models is not None:
+        for name, version in settings.models:
+            try:
+                entry = get_entry(name, version)
+            except Exception as exc:  # noqa: BLE001 - a corrupt model.yaml makes the store lookup itself fail
+                problems.append(f"model {name!r}: the model store entry cannot be read: {first_line(exc)}")
+                continue
+            if entry is None:
+                what = f"{name}:{version}" if version else name
+                problems.append(f"model {what!r} is named in MODEL_ZOO_MODELS but is not in the model store "
                                 f"({os.environ.get('BENTOML_HOME', '~/bentoml')}/models)")
-            continue
-        problem = check_entry(name, stored, settings)
-        if problem:
-            problems.append(problem)
+                continue
+            if (problem := check_entry(entry, settings.runtime, settings.precision)):
+                problems.append(problem)
+        return problems
+    try:
+        entries = list_entries()
+    except Exception as exc:  # noqa: BLE001
+        return [f"the model store cannot be read: {first_line(exc)}"]
+    latest = {}
+    for entry in entries:  # the latest version of each name (what start-up serves)
+        if entry.tag.name not in latest or entry.creation_time > latest[entry.tag.name].creation_time:
+            latest[entry.tag.name] = entry
+    for name in sorted(latest):
+        entry = latest[name]
+        if entry_family(entry) in FAMILIES or name in FAMILIES:
+            if (problem := check_entry(entry, settings.runtime, settings.precision)):
+                problems.append(problem)
     return problems
 
 
@@ -118,11 +98,6 @@ def check_or_exit() -> None:
     problems = check(current)
     if problems:
         raise PreflightError(problems)  # SystemExit: its message goes to stderr, status 1
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def main() -> int:

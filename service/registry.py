@@ -1,8 +1,14 @@
-"""The set of models one worker serves: which are in the store, loaded, warmed up, or why not.
+"""The models one worker serves, kept in step with what all workers were asked to serve.
 
-Shared by the BentoML endpoints and the Open Inference Protocol app. Loading and warm-up run as a
-background task on the server's event loop after start-up, so ``/livez`` answers at once and
-``/readyz`` turns 200 only when every model present in the store is loaded *and* warmed up.
+``Zoo`` is shared by the REST endpoints, the per-model routes and the Open Inference Protocol app.
+The set of served models is data (service/repository.py): every stored model of a known family at
+start-up (or exactly ``MODEL_ZOO_MODELS``), changed at run time by Triton's repository extension
+(``load``/``unload``). A background task on the worker's event loop applies each change: a model is
+loaded, warmed up and only then routed to; an unloaded (or replaced) one stops taking new requests
+and is closed when its in-flight requests have finished.
+
+A request for a model this worker is still loading waits for it instead of answering 503, so a
+worker that was just (re)started does not turn away traffic that another worker would have served.
 """
 
 from __future__ import annotations
@@ -10,115 +16,351 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
 
-from service.config import FAMILIES, Settings
-from service.errors import ModelUnavailable, NotFound, missing_model_message
+from service.config import Settings
+from service.errors import (
+    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError,
+)
+from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
 from service.models import Forecaster, ImageClassifier, load_model
+from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
+from service.store import check_entry, entry_family, first_line, get_entry, list_entries
 
 logger = logging.getLogger("model_zoo.registry")
 
 WARMUP_ROUNDS = 16  # model calls per model: > 12, the requests BentoML's batcher uses to fit its latency model
-
-
-def store_entry(name: str) -> Any | None:
-    """The latest stored model ``name`` in BentoML's model store (a bento's own store when serving a bento)."""
-    import bentoml
-    from bentoml.exceptions import NotFound as StoreNotFound
-
-    try:
-        return bentoml.models.get(f"{name}:latest")
-    except StoreNotFound:
-        return None
-
-
+POLL_S = 0.1  # how often a worker looks for changes to the desired set
+LOAD_WAIT_S = 600.0  # a load/unload request waits this long for every worker (a ResNet warms up in seconds)
 # Young-generation collections run every GC_THRESHOLD[0] net allocations; Python's default (700) means
-# several collections per HTTP request on this stack. Measured at c=32 single-image /classify_digit.
+# several collections per HTTP request on this stack (service/README.md, "Per-request overhead").
 GC_THRESHOLD = (20_000, 20, 20)
+
+Model = ImageClassifier | Forecaster
 
 
 def settle_heap() -> None:
-    """After loading and warm-up: move everything alive into the permanent generation and space out
-    collections. The worker's heap after start-up (BentoML, pydantic, numpy, ONNX Runtime, starlette:
-    hundreds of thousands of objects) never becomes garbage, but every full collection walked it:
-    at 32 concurrent /classify_digit clients those pauses were the p99 (125 ms against a p50 of
-    24 ms) and ~11% of the worker's CPU per request (0.81 vs 0.72 ms). ``gc.freeze()`` takes it out of every later collection.
-    """
+    """After start-up: move everything alive into the permanent generation and space out collections.
+    The start-up heap (BentoML, pydantic, numpy, ONNX Runtime) never becomes garbage, but every full
+    collection would walk it again."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
     logger.info("start-up heap frozen (%d objects) and GC thresholds set to %s", gc.get_freeze_count(), GC_THRESHOLD)
 
 
+def initial_models(settings: Settings) -> dict[str, str]:
+    """name -> tag to serve at start-up: ``MODEL_ZOO_MODELS`` as given, else the latest version of
+    every stored model of a known family (other BentoML models in the store are left alone)."""
+    if settings.models is not None:
+        chosen = {}
+        for name, version in settings.models:
+            entry = get_entry(name, version)
+            if entry is not None:  # preflight has refused to start when one is missing
+                chosen[name] = str(entry.tag)
+        return chosen
+    latest: dict[str, Any] = {}
+    for entry in list_entries():
+        name = entry.tag.name
+        if entry_family(entry) in FAMILIES and (name not in latest or entry.creation_time > latest[name].creation_time):
+            latest[name] = entry
+    return {name: str(entry.tag) for name, entry in sorted(latest.items())}
+
+
+def publish_initial(state: SharedState, settings: Settings) -> Desired:
+    """Run where the workers are started, before them: what every worker loads first."""
+    models = initial_models(settings)
+    return state.update_desired(lambda d: d.models.update(models))
+
+
+@dataclass
+class Served:
+    """A model routed to in this worker, with its in-flight request count."""
+
+    model: Model
+    version: str
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Zoo:
-    def __init__(self, settings: Settings, stored: dict[str, Any]) -> None:
-        """``stored``: family -> stored model (BentoML ``Model``) for every family present in the store."""
+    def __init__(self, settings: Settings, state: SharedState, worker: int = 1) -> None:
         self.settings = settings
-        self.stored = stored
-        self.models: dict[str, ImageClassifier | Forecaster] = {}
-        self.failures: dict[str, str] = {}
-        self.warm: set[str] = set()
-        self.done = False
+        self.state = state
+        self.worker = worker
+        self.served: dict[str, Served] = {}
+        self.loading: dict[str, asyncio.Future] = {}  # name -> resolved once it is served (or failed)
+        self.failures: dict[str, dict[str, str]] = {}  # name -> {"version", "reason"} in this worker
+        self.draining: dict[str, str] = {}  # name -> version: unloaded, answering its last requests
+        self.applied = -1  # desired generation applied
+        self.synced = False
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Schedule loading + warm-up on the running loop (returns at once)."""
-        self._task = asyncio.get_running_loop().create_task(self._load_all())
+        """Schedule loading on the running loop (returns at once). Requests that arrive meanwhile for
+        a model in the desired set wait for it."""
+        loop = asyncio.get_running_loop()
+        for name in self.state.read_desired().models:
+            self.loading[name] = loop.create_future()
+        self._publish()
+        self._task = loop.create_task(self._run())
 
-    async def _load_all(self) -> None:
-        for name in FAMILIES:
-            if name not in self.stored:
-                if name in self.settings.models:
-                    logger.warning(missing_model_message(name))
+    async def _run(self) -> None:
+        while True:
+            desired = self.state.read_desired()
+            if desired.generation != self.applied:
+                await self._apply(desired)
+                self.applied = desired.generation
+                if not self.synced:
+                    self.synced = True
+                    settle_heap()
+                    logger.info("worker %d ready: serving %s%s", self.worker, ", ".join(sorted(self.served)) or "nothing",
+                                f"; failed: {', '.join(sorted(self.failures))}" if self.failures else "")
+                self._publish()
+            await asyncio.sleep(POLL_S)
+
+    async def _apply(self, desired: Desired) -> None:
+        gone = [name for name in self.served if name not in desired.models]
+        await asyncio.gather(*(self._drop(name) for name in gone))
+        for name, tag in desired.models.items():
+            served = self.served.get(name)
+            if served is not None and served.model.m.tag == tag:
                 continue
-            try:
-                model = await asyncio.to_thread(load_model, name, self.stored[name], self.settings)
-                self.models[name] = model
-                await model.warmup(WARMUP_ROUNDS, self.settings.warmup_s)
-                self.warm.add(name)
-                logger.info("%s is warmed up", name)
-            except Exception as exc:  # noqa: BLE001 - one broken entry must not take the others down
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                self.failures[name] = f"model {name!r} failed to load: {first}"
-                logger.exception("model %s failed to load", name)
-        self.done = True
-        settle_heap()
-        logger.info("model zoo ready: serving %s%s", ", ".join(sorted(self.warm)) or "nothing",
-                    f"; failed: {', '.join(sorted(self.failures))}" if self.failures else "")
+            await self._load(name, tag)  # a failed one is tried again only when the desired set changes
+
+    async def _load(self, name: str, tag: str) -> None:
+        future = self.loading.get(name)
+        if future is None or future.done():
+            future = self.loading[name] = asyncio.get_running_loop().create_future()
+        self.failures.pop(name, None)
+        self._publish()  # LOADING
+        try:
+            entry = await asyncio.to_thread(get_entry, *tag.split(":", 1))
+            if entry is None:
+                raise NotInStore(f"model {tag} is no longer in the model store")
+            model = await asyncio.to_thread(load_model, name, entry, self.settings)
+            await model.warmup(WARMUP_ROUNDS, self.settings.warmup_s)
+        except Exception as exc:  # noqa: BLE001 - one broken entry must not take the others down
+            self.failures[name] = {"version": tag.split(":", 1)[1], "reason": f"model {name!r} failed to load: {first_line(exc)}"}
+            logger.exception("model %s failed to load", tag)
+        else:
+            old = self.served.get(name)
+            self.served[name] = Served(model, tag.split(":", 1)[1])
+            logger.info("%s is warmed up and served as %r (worker %d)", tag, name, self.worker)
+            if old is not None:
+                asyncio.get_running_loop().create_task(self._close(old))
+        finally:
+            self.loading.pop(name, None)
+            if not future.done():
+                future.set_result(None)
+            self._publish()
+
+    async def _drop(self, name: str) -> None:
+        """Stop routing to ``name`` now; close it once its in-flight requests are answered."""
+        served = self.served.pop(name)
+        self.failures.pop(name, None)
+        self.draining[name] = served.version
+        self._publish()  # UNLOADING until the requests it holds are answered
+        try:
+            await self._close(served)
+        finally:
+            if self.draining.get(name) == served.version:
+                del self.draining[name]
+        logger.info("%s unloaded (worker %d)", served.model.m.tag, self.worker)
+
+    @staticmethod
+    async def _close(served: Served) -> None:
+        while served.in_flight:
+            served.idle.clear()
+            await served.idle.wait()
+        if isinstance(served.model, ImageClassifier):
+            served.model.batcher.shutdown()
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        for model in self.models.values():
-            if isinstance(model, ImageClassifier):
-                model.batcher.shutdown()
+        for served in self.served.values():
+            if isinstance(served.model, ImageClassifier):
+                served.model.batcher.shutdown()
 
-    # ------------------------------------------------------------------ queries
+    def _publish(self) -> None:
+        models = {name: {"version": v, "state": UNLOADING, "reason": ""} for name, v in self.draining.items()}
+        models.update({name: {"version": s.version, "state": READY, "reason": ""} for name, s in self.served.items()})
+        for name in self.loading:
+            if name not in models:
+                models[name] = {"version": "", "state": LOADING, "reason": ""}
+        for name, failure in self.failures.items():
+            models[name] = {"version": failure["version"], "state": UNAVAILABLE, "reason": failure["reason"]}
+        self.state.write_status(WorkerStatus(self.worker, os.getpid(), self.applied, self.synced, models))
+
+    # ------------------------------------------------------------------ requests
 
     def is_ready(self) -> bool:
-        """Every model present in the store loaded and warmed up (a failed load keeps this False)."""
-        return self.done and not self.failures and self.warm == set(self.stored)
+        """Every worker up, done with its start-up set, and no desired model failing anywhere."""
+        statuses = self.state.statuses()
+        if not self.synced or len(statuses) < self.settings.workers:
+            return False
+        desired = self.state.read_desired().models
+        return all(st.synced and not any(st.models.get(n, {}).get("state") == UNAVAILABLE for n in desired)
+                   for st in statuses)
 
-    def model_ready(self, name: str) -> bool:
-        return name in self.warm
+    @asynccontextmanager
+    async def use(self, name: str, version: str | None = None, alias: bool = False) -> AsyncIterator[Model]:
+        """The served model for one request; an unload waits until the request is answered.
+        ``alias``: the family route for the model stored under the family's name (503 with how to
+        add it when the store lacks it, as those routes always answered)."""
+        served = await self._lookup(name, version, alias)
+        served.in_flight += 1
+        try:
+            yield served.model
+        finally:
+            served.in_flight -= 1
+            if not served.in_flight:
+                served.idle.set()
 
-    def known(self) -> list[str]:
-        return list(FAMILIES)
+    async def get(self, name: str, version: str | None = None) -> Model:
+        """The served model (for a request that does not hold it: metadata, readiness)."""
+        return (await self._lookup(name, version, False)).model
 
-    def get(self, name: str) -> ImageClassifier | Forecaster:
-        """The warmed-up model, or the 4xx/503 that explains why it cannot answer."""
-        if name not in FAMILIES:
-            raise NotFound(f"unknown model {name!r}; known models: {', '.join(FAMILIES)}")
-        if name not in self.settings.models:
-            raise ModelUnavailable(f"model {name!r} is not served by this instance: MODEL_ZOO_MODELS="
-                                   f"{','.join(self.settings.models)}")
-        if name not in self.stored:
-            raise ModelUnavailable(missing_model_message(name))
+    async def _lookup(self, name: str, version: str | None, alias: bool) -> Served:
+        try:
+            check_model_name(name)
+            if version is not None:
+                check_version(version)
+        except InvalidName as exc:
+            raise InvalidModelName(str(exc)) from None
+        served = self.served.get(name)
+        if served is None and name in self.loading and name not in self.failures:
+            try:  # start-up or a load in progress: wait for it rather than turn the request away
+                await asyncio.wait_for(asyncio.shield(self.loading[name]), LOAD_WAIT_S)
+            except asyncio.TimeoutError:
+                raise ModelUnavailable(f"model {name!r} is still loading; retry shortly (see /readyz)",
+                                       headers={"Retry-After": "1"}) from None
+            served = self.served.get(name)
+        if served is None:
+            raise await self._why_not_served(name, alias)
+        if version is not None and version != served.version:
+            entry = await asyncio.to_thread(get_entry, name, version)
+            if entry is None:
+                raise NotInStore(f"model {name!r} has no version {version!r} in the model store "
+                                 f"(served: {served.version})")
+            raise NotLoaded(f"version {version!r} of model {name!r} is in the store but not loaded "
+                            f"(served: {served.version}); POST /v2/repository/models/{name}/load to switch")
+        return served
+
+    async def _why_not_served(self, name: str, alias: bool) -> ServiceError:
         if name in self.failures:
-            raise ModelUnavailable(self.failures[name])
-        if name not in self.warm:
-            raise ModelUnavailable(f"model {name!r} is still loading; retry shortly (see /readyz)",
-                                   headers={"Retry-After": "1"})
-        return self.models[name]
+            return ModelUnavailable(self.failures[name]["reason"])
+        entry = await asyncio.to_thread(get_entry, name)
+        if entry is None:
+            if alias:
+                return ModelUnavailable(missing_model_message(name))
+            return NotInStore(f"model {name!r} is not in the model store (served here: "
+                              f"{', '.join(sorted(self.served)) or 'none'}; POST /v2/repository/index lists every stored model)")
+        message = (f"model {name!r} is in the model store ({entry.tag}) but not loaded; "
+                   f"POST /v2/repository/models/{name}/load to serve it")
+        return ModelUnavailable(message) if alias else NotLoaded(message)
+
+    # ------------------------------------------------------------------ the repository extension
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: every stored model version, with its state across workers."""
+        desired = self.state.read_desired()
+        statuses = self.state.statuses()
+        rows = []
+        for entry in sorted(list_entries(), key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
+            name, version = entry.tag.name, entry.tag.version
+            state, reason = UNAVAILABLE, "unloaded"
+            if entry_family(entry) not in FAMILIES:
+                reason = f"not a model of a known family ({', '.join(FAMILIES)})"
+            failed = desired.failures.get(name)
+            if failed and failed["version"] == version:
+                reason = failed["reason"]
+            if desired.models.get(name) == str(entry.tag):
+                states = [st.models.get(name, {"state": LOADING, "reason": ""}) for st in statuses] or [
+                    {"state": LOADING, "reason": ""}]
+                bad = [s for s in states if s["state"] == UNAVAILABLE]
+                if bad:
+                    reason = bad[0]["reason"]
+                elif all(s["state"] == READY and s.get("version") == version for s in states) \
+                        and len(statuses) >= self.settings.workers:
+                    state, reason = READY, ""
+                else:
+                    state, reason = LOADING, ""
+            if not ready_only or state == READY:
+                rows.append({"name": name, "version": version, "state": state, "reason": reason})
+        return rows
+
+    async def load(self, name: str, version: str | None = None) -> str:
+        """Serve ``name`` (latest or ``version``) on every worker; returns its tag once all serve it."""
+        try:
+            check_model_name(name)
+            if version is not None:
+                check_version(version)
+        except InvalidName as exc:
+            raise InvalidModelName(str(exc)) from None
+        entry = await asyncio.to_thread(get_entry, name, version)
+        if entry is None:
+            what = f"model {name!r}" + (f" version {version!r}" if version else "")
+            raise NotInStore(f"{what} is not in the model store; export it first (python -m export CHECKPOINT --name {name})")
+        tag = str(entry.tag)
+        problem = await asyncio.to_thread(check_entry, entry, self.settings.runtime, self.settings.precision)
+        if problem is not None:
+            self.state.update_desired(lambda d: d.failures.__setitem__(name, {"version": entry.tag.version,
+                                                                                "reason": problem}))
+            raise LoadFailed(f"load of {tag} failed: {problem}")
+        previous = self.state.read_desired().models.get(name)
+
+        def serve(d: Desired) -> None:
+            d.models[name] = tag
+            d.failures.pop(name, None)
+
+        generation = self.state.update_desired(serve).generation
+        failure = await self._wait_all(generation, lambda m: m.get(name, {}).get("state") == READY
+                                       and m[name]["version"] == entry.tag.version,
+                                       lambda m: m.get(name, {}).get("state") == UNAVAILABLE
+                                       and m[name]["version"] == entry.tag.version and m[name]["reason"])
+        if failure:
+            def undo(d: Desired) -> None:
+                if previous is None:
+                    d.models.pop(name, None)
+                else:
+                    d.models[name] = previous
+                d.failures[name] = {"version": entry.tag.version, "reason": failure}
+
+            self.state.update_desired(undo)
+            raise LoadFailed(f"load of {tag} failed: {failure}")
+        return tag
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name`` on every worker, after the requests they hold are answered."""
+        try:
+            check_model_name(name)
+        except InvalidName as exc:
+            raise InvalidModelName(str(exc)) from None
+        if name not in self.state.read_desired().models and await asyncio.to_thread(get_entry, name) is None:
+            raise NotInStore(f"model {name!r} is not in the model store and not served")
+        generation = self.state.update_desired(lambda d: (d.models.pop(name, None), d.failures.pop(name, None))).generation
+        await self._wait_all(generation, lambda m: name not in m, lambda m: None)
+
+    async def _wait_all(self, generation: int, done: Callable[[dict], bool],
+                        failed: Callable[[dict], str | None]) -> str | None:
+        """Until every worker applied ``generation`` and ``done`` holds for it; the first failure reason."""
+        deadline = time.monotonic() + LOAD_WAIT_S
+        while time.monotonic() < deadline:
+            statuses = self.state.statuses()
+            for st in statuses:
+                if st.generation >= generation and (reason := failed(st.models)):
+                    return reason
+            if len(statuses) >= self.settings.workers and all(
+                    st.generation >= generation and done(st.models) for st in statuses):
+                return None
+            await asyncio.sleep(POLL_S / 2)
+        raise ModelUnavailable(f"not every worker applied the change within {LOAD_WAIT_S:.0f} s; see the server log",
+                               headers={"Retry-After": "5"})

@@ -1,107 +1,99 @@
-"""The BentoML service: every model in the store behind DESIGN.md's HTTP surface.
+"""The BentoML service: every stored model behind DESIGN.md's HTTP surface.
 
-``bentoml serve service.service:ModelZoo``. Model references sit at class scope
-(``bentoml.models.BentoModel``) for the families present in the store, so ``bentoml build`` packs
-them; a family missing from the store is not an import error: its endpoint answers 503 JSON saying
-how to add it, and the rest works. Sessions are created and warmed up in the background after
-start-up; ``/readyz`` is 200 once all of them are warm.
-
-Request path for images: ``ImageUpload`` parses the form (caps, no 500s) -> the endpoint decodes and
-preprocesses each file (a bad file gets its own 4xx naming it) -> the float tensor joins other
-requests in the model's adaptive batcher (service/batching.py) -> softmax/top-k/labels.
+``bentoml serve service.service:ModelZoo``. Which models are served is data (service/registry.py):
+every stored model of a known family at start-up, or exactly ``MODEL_ZOO_MODELS``, changed at run
+time through Triton's model repository extension (``/v2/repository/...``). Each is served under its
+store name at ``/models/{name}/classify|forecast`` (service/rest.py) and over the Open Inference
+Protocol (service/oip.py). The family routes (``/classify_digit`` ...), made from the family registry
+(service/families.py), answer for the model stored under the family's own name; one whose model is
+not in the store answers 503 saying how to add it. Models load and warm up in the background after
+start-up; ``/readyz`` is 200 once every worker serves every start-up model.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-import math
+import shutil
 from typing import Any
 
-import anyio
 import bentoml
-from pydantic import Field, ValidationError
+from pydantic import Field
+from starlette.applications import Starlette
 
+from service import rest
 from service.auth import BearerAuth
-from service.errors import BadRequest, ServiceError, error_response, json_response
+from service.errors import BadRequest, ServiceError
+from service.families import FAMILIES, Family
 from service.json_errors import JsonErrors
-from service.models import Forecaster, ImageClassifier
-from service.oip import oip_app
-from service.preflight import check_or_exit
-from service.registry import Zoo, store_entry
+from service.oip import ROUTES as OIP_ROUTES
+from service.preflight import check_or_exit, in_worker
+from service.registry import Zoo, publish_initial
+from service.repository import SharedState
 from service.uploads import BodyLimit, ImageUpload, Uploads, settings
 
 logger = logging.getLogger("model_zoo.service")
 
-# Before the class body reads the store: a broken entry (missing/corrupt graph, wrong family) or a
-# malformed MODEL_ZOO_* variable ends `bentoml serve` with one line per problem instead of a server
-# that stays unready forever (service/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
+# Before anything reads the store: a broken entry or a malformed MODEL_ZOO_* variable ends
+# `bentoml serve` with one line per problem (service/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
 check_or_exit()
-
-
-def model_ref(name: str) -> bentoml.models.BentoModel | None:
-    """A class-scope reference for ``bentoml build``, only for models present (and enabled) now."""
-    if name not in settings().models or store_entry(name) is None:
-        return None
-    return bentoml.models.BentoModel(f"{name}:latest")
+# The process that starts the workers makes their shared state and publishes the start-up set;
+# each worker inherits MODEL_ZOO_STATE_DIR and reads it (service/repository.py).
+if in_worker():
+    STATE = SharedState.from_env(create=False)
+else:
+    STATE = SharedState.from_env(create=True)
+    atexit.register(shutil.rmtree, STATE.root, ignore_errors=True)
+    publish_initial(STATE, settings())
 
 
 class ForecastRequest(bentoml.IODescriptor):
     """``{"history": [float...], "steps": int}``; a malformed body becomes a 400 naming the field."""
 
-    history: list[float] = Field(description="observed values, oldest first (limits: the model's spec)",
-                                 examples=[[round(math.sin(0.2 * i), 4) for i in range(20)]])
+    history: list[float] = Field(description=rest.ForecastBody.model_fields["history"].description,
+                                 examples=rest.ForecastBody.model_fields["history"].examples)
     steps: int = Field(description="how many future values to predict", examples=[10])
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "ForecastRequest":
-        body = await request.body()
         try:
-            return cls.model_validate_json(body or b"{}")
-        except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-            problem = BadRequest(f"invalid forecast request: {where}: {err.get('msg')} "
-                                 '(expected JSON {"history": [numbers...], "steps": integer})')
+            body = rest.parse_forecast(await request.body())
+        except BadRequest as problem:
             return cls.model_construct(history=problem, steps=0)  # the endpoint answers with it
+        return cls.model_construct(history=body.history, steps=body.steps)
 
 
-@bentoml.service(
-    name="model_zoo",
-    traffic={"timeout": 120, "max_concurrency": 256},  # concurrent requests per worker; beyond: BentoML 429 JSON
-    workers=1,  # one process owns the cores; ORT's intra-op threads use them (MODEL_ZOO_THREADS)
-    metrics={"enabled": True},
-    # Per-request middlewares measured at c=32 on /classify_digit (tiny model: HTTP dominates): the
-    # access log line and OpenTelemetry's span bookkeeping (a no-op span without an exporter, still
-    # ~15% of the worker's CPU). Off for the inference routes by default; a BentoML config file can
-    # turn them back on (docs in service/README.md). /metrics is unaffected.
-    logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/classify_", "/forecast_", "/v2/models/"]},
-)
-@bentoml.asgi_app(oip_app, path="/", name="oip")  # routes carry /v2; PassiveMount claims only those
-class ModelZoo:
-    mnist_mlp = model_ref("mnist-mlp")
-    cifar10_resnet18 = model_ref("cifar10-resnet18")
-    transfer_resnet18 = model_ref("transfer-resnet18")
-    sine_rnn = model_ref("sine-rnn")
+def family_route(family: Family) -> Any:
+    """The BentoML API ``/<family.route>``: the model stored under the family's own name."""
+    if family.decoder == "images":
+        async def endpoint(self: Any, images: Uploads) -> list[dict[str, Any]]:
+            return await rest.classify(self.zoo, family.name, images, alias=True)
+        spec: type = ImageUpload
+    else:
+        async def endpoint(self: Any, history: list[float], steps: int) -> dict[str, list[float]]:
+            body = history if isinstance(history, ServiceError) else rest.ForecastBody.model_construct(
+                history=history, steps=steps)
+            return await rest.forecast(self.zoo, family.name, body, alias=True)
+        spec = ForecastRequest
+    endpoint.__name__ = endpoint.__qualname__ = family.route
+    endpoint.__doc__ = f"{family.summary} (the model stored as {family.name!r}; any model: /models/{{name}}/{family.verb})"
+    return bentoml.api(input_spec=spec)(endpoint)
 
+
+class _ModelZoo:
     def __init__(self) -> None:
-        refs = {"mnist-mlp": self.mnist_mlp, "cifar10-resnet18": self.cifar10_resnet18,
-                "transfer-resnet18": self.transfer_resnet18, "sine-rnn": self.sine_rnn}
-        # attribute access on a BentoModel reference resolves it to the stored model (its path, metadata)
-        stored = {name: ref for name, ref in refs.items() if ref is not None}
-        self.zoo = Zoo(settings(), stored)
+        self.zoo = Zoo(settings(), STATE, bentoml.server_context.worker_index or 1)
         # BentoML looks an endpoint up on this instance for every request, and its descriptor
-        # (_bentoml_sdk APIMethod.__get__) rebuilds the method's wrapper with inspect.signature each
-        # time: ~4% of the worker's CPU at 32 concurrent /classify_digit clients. Resolved once here
-        # (an instance attribute wins over that non-data descriptor); the wrapper is the same one.
+        # (APIMethod.__get__) rebuilds the method's wrapper each time; resolved once here (an
+        # instance attribute wins over that non-data descriptor); the wrapper is the same one.
         for api in ModelZoo.apis:  # the bentoml.Service built from this class: every @bentoml.api
             self.__dict__[api] = getattr(self, api)
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
-        logger.info("model zoo: %s in the store; settings %s", ", ".join(stored) or "no models", settings())
+        logger.info("model zoo worker %d: settings %s", self.zoo.worker, settings())
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
-        self.zoo.start()  # background: /livez answers now, /readyz once every model is warm
+        self.zoo.start()  # background: /livez answers now, /readyz once every worker is warm
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
@@ -110,43 +102,22 @@ class ModelZoo:
     async def __is_ready__(self) -> bool:
         return self.zoo.is_ready()
 
-    async def _classify(self, name: str, images: Uploads) -> Any:
-        try:
-            model = self.zoo.get(name)  # a missing model's 503 says how to add it, whatever was sent
-            if images.error is not None:
-                raise images.error
-            assert isinstance(model, ImageClassifier)
-            return json_response(await model.classify(images.files))  # no per-request schema/pydantic
-        except ServiceError as exc:
-            return error_response(exc)
 
-    @bentoml.api(input_spec=ImageUpload)
-    async def classify_digit(self, images: Uploads) -> list[dict[str, Any]]:
-        """MNIST digit classifier: one result per uploaded image, in upload order."""
-        return await self._classify("mnist-mlp", images)
+for _family in FAMILIES.values():
+    setattr(_ModelZoo, _family.route, family_route(_family))
 
-    @bentoml.api(input_spec=ImageUpload)
-    async def classify_cifar10(self, images: Uploads) -> list[dict[str, Any]]:
-        """CIFAR-10 classifier (ResNet-18): one result per uploaded image."""
-        return await self._classify("cifar10-resnet18", images)
-
-    @bentoml.api(input_spec=ImageUpload)
-    async def classify_image(self, images: Uploads) -> list[dict[str, Any]]:
-        """Transfer-learned classifier with its dataset's class names: one result per uploaded image."""
-        return await self._classify("transfer-resnet18", images)
-
-    @bentoml.api(input_spec=ForecastRequest)
-    async def forecast_sine(self, history: list[float], steps: int) -> dict[str, list[float]]:
-        """Autoregressive forecast of the next ``steps`` values after ``history``."""
-        try:
-            model = self.zoo.get("sine-rnn")
-            if isinstance(history, ServiceError):
-                raise history
-            assert isinstance(model, Forecaster)
-            return json_response({"forecast": await anyio.to_thread.run_sync(model.forecast, history, steps)})
-        except ServiceError as exc:
-            return error_response(exc)
-
+ModelZoo = bentoml.service(
+    name="model_zoo",
+    traffic={"timeout": 120, "max_concurrency": 256},  # concurrent requests per worker; beyond: BentoML 429 JSON
+    workers=settings().workers,  # each worker loads every served model; ORT threads = cores / workers
+    metrics={"enabled": True},
+    # Per-request middlewares that cost a measurable share of a tiny model's request (service/README.md,
+    # "Per-request overhead"): off for the inference routes; a BentoML config file turns them back on.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/classify_", "/forecast_", "/models/", "/v2/models/"]},
+)(bentoml.asgi_app(Starlette(routes=[*OIP_ROUTES, *rest.ROUTES]), path="/", name="models")(_ModelZoo))
+# `bentoml build` packs the models the service starts with.
+ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
 # Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
 # off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413; innermost, the
@@ -154,5 +125,3 @@ class ModelZoo:
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
-
-

@@ -41,7 +41,7 @@ def test_server_and_model_metadata(zoo_server):
     missing = httpx.get(u + "/v2/models/cifar10-resnet18")
     assert missing.status_code == 404 and "not in the model store" in missing.json()["error"]
     unknown = httpx.get(u + "/v2/models/nope/ready")
-    assert unknown.status_code == 404 and "known models: mnist-mlp" in unknown.json()["error"]
+    assert unknown.status_code == 404 and "served here: mnist-mlp, sine-rnn" in unknown.json()["error"]
 
 
 def test_json_infer_matches_eager(zoo_server):

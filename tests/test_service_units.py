@@ -15,7 +15,7 @@ import torch
 from export import parse_formats
 from export.api import build_artifacts
 from service.batching import Batcher
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, worker_cores
 from service.errors import BadRequest, Overloaded
 from service.models import softmax, top_k
 from service.oip_codec import encode_response, parse_infer
@@ -60,10 +60,23 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("MODEL_ZOO_RUNTIME", "TorchScript")
     s = Settings.from_env()
     assert s.max_images == 12 and s.runtime == "torchscript"
+    assert s.models is None and s.workers == worker_cores() and s.workers * s.threads <= worker_cores()
+    monkeypatch.setenv("MODEL_ZOO_MODELS", " mnist-mlp , my-flowers:abc123 ")
+    monkeypatch.setenv("MODEL_ZOO_WORKERS", "1")
+    s = Settings.from_env()
+    assert s.models == (("mnist-mlp", None), ("my-flowers", "abc123")) and s.threads == worker_cores()
+    monkeypatch.delenv("MODEL_ZOO_MODELS")
+    monkeypatch.delenv("MODEL_ZOO_WORKERS")
     for name, value, fragment in [("MODEL_ZOO_MAX_IMAGES", "5000", "out of range"),
                                   ("MODEL_ZOO_PRECISION", "fp8", "choose one of"),
                                   ("MODEL_ZOO_MAX_BODY_MB", "lots", "not an integer"),
-                                  ("MODEL_ZOO_MODELS", "mnist-mlp,gpt", "unknown families")]:
+                                  ("MODEL_ZOO_MODELS", "mnist-mlp,my.model", "invalid model name 'my.model'"),
+                                  ("MODEL_ZOO_MODELS", "mnist-mlp:latest", "not 'latest'"),
+                                  ("MODEL_ZOO_MODELS", "a,b:v1,a", "names a model twice"),
+                                  ("MODEL_ZOO_WORKERS", "0", "out of range"),
+                                  ("MODEL_ZOO_WORKERS", "-1", "out of range"),
+                                  ("MODEL_ZOO_WORKERS", "two", "not an integer"),
+                                  ("MODEL_ZOO_THREADS", str(worker_cores() + 1), "out of range")]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigError, match=fragment):
             Settings.from_env()

@@ -1,0 +1,113 @@
+"""The model families: defined once, next to the spec contract (service/spec.py).
+
+Training, export, the service, the clients and the benchmarks ask this registry what families
+exist, what task each has, which route serves the model stored under the family's own name, how
+its requests are decoded, and what a user must do to get one. Adding a family touches its model
+(training/models.py), its recipe (training/recipes/) and one entry here. Standard library only: a
+torch-free serving image imports it.
+
+A *stored model* is served under its store name (``my-flowers``); its family comes from its spec
+(``spec.family``), so several models of one family can be served side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from service.spec import Task
+
+Decoder = Literal["images", "history"]  # multipart image files / JSON {"history", "steps"}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    task: Task
+    route: str  # the REST alias for the model stored under the family's own name
+    decoder: Decoder
+    summary: str  # one line for route docs and listings
+    data: str  # what it trains and is verified on (model card)
+    how_to_get: str  # the command that puts one in the store (missing-model answers)
+
+    @property
+    def verb(self) -> str:
+        """The per-model route's last segment: ``/models/{name}/classify`` or ``/models/{name}/forecast``."""
+        return "classify" if self.task == "classification" else "forecast"
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("mnist-mlp", "classification", "classify_digit", "images",
+           "MNIST digit classifier: one result per uploaded image, in upload order",
+           "MNIST (60k train / 10k test, torchvision IDX files); verified on the test split",
+           "python -m training mnist-mlp --download"),
+    Family("cifar10-resnet18", "classification", "classify_cifar10", "images",
+           "CIFAR-10 classifier (ResNet-18): one result per uploaded image",
+           "CIFAR-10 (50k train / 10k test, cifar-10-batches-py); verified on the test split",
+           "download CIFAR-10 into $DATA_DIR (python -m training cifar10-resnet18 --download)"),
+    Family("transfer-resnet18", "classification", "classify_image", "images",
+           "Transfer-learned classifier with its dataset's class names: one result per uploaded image",
+           "an ImageFolder dataset (one folder per class); verified on its validation split",
+           "put an ImageFolder dataset in $DATA_DIR and train it (python -m training transfer-resnet18)"),
+    Family("sine-rnn", "forecast", "forecast_sine", "history",
+           "Autoregressive forecast of the next `steps` values after `history`",
+           "synthetic sine windows; verified on windows from a seed training never used",
+           "python -m training sine-rnn"),
+)}
+
+
+class UnknownFamily(KeyError):
+    """A family name this code does not know; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+def list_families() -> list[str]:
+    return list(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownFamily(f"unknown model family {name!r}; choose one of {', '.join(FAMILIES)}") from None
+
+
+def family_for_route(route: str) -> Family | None:
+    return next((f for f in FAMILIES.values() if f.route == route), None)
+
+
+# Store names (a BentoML tag's name part) that the service can route: lowercase letters, digits, '-'
+# and '_', starting with a letter or digit. BentoML also allows '.', which a URL path segment makes
+# ambiguous ("..", file-like suffixes), so neither export nor the service accepts it.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# A store version (a BentoML tag's version part, generated lowercase base32 by default).
+MODEL_VERSION = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+
+
+class InvalidName(ValueError):
+    """A model name or version that is not a valid store tag part; the message says the rule."""
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME.fullmatch(name):
+        raise InvalidName(f"invalid model name {name[:80]!r}: use lowercase letters, digits, '-' or '_', "
+                          "starting with a letter or digit (at most 63 characters)")
+    return name
+
+
+def check_version(version: str) -> str:
+    if version == "latest" or not MODEL_VERSION.fullmatch(version):
+        raise InvalidName(f"invalid model version {version[:80]!r}: give a store version "
+                          "(the part after ':' in `bentoml models list`), not 'latest'")
+    return version
+
+
+def missing_model_message(name: str) -> str:
+    """How to get a model that is not in the store (the 503 text of a family's alias route)."""
+    family = FAMILIES.get(name)
+    how = family.how_to_get if family else f"train and export a checkpoint with python -m export CHECKPOINT --name {name}"
+    return (f"model {name!r} is not in the model store: {how}, then run make models (or python -m export "
+            f"CHECKPOINT --name {name}) and load it (POST /v2/repository/models/{name}/load) or restart the service")

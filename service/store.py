@@ -1,0 +1,77 @@
+"""The BentoML model store as the service sees it: look up, list, read a spec, check an entry.
+
+Serving a bento, BentoML points its model store at the bento's own, so the same calls find the
+models the bento packed. ``export/`` uses ``get_entry`` too (one lookup for both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.families import FAMILIES
+from service.spec import Spec
+
+
+def get_entry(name: str, version: str | None = None) -> Any | None:
+    """The stored model ``name:version`` (latest when version is None), or None when absent."""
+    import bentoml
+    from bentoml.exceptions import NotFound as StoreNotFound
+
+    try:
+        return bentoml.models.get(f"{name}:{version or 'latest'}")
+    except StoreNotFound:
+        return None
+
+
+def list_entries() -> list[Any]:
+    """Every stored model, every version (newest first per name, as BentoML lists them)."""
+    import bentoml
+
+    return list(bentoml.models.list())
+
+
+def read_spec(entry: Any) -> Spec:
+    """The entry's spec: ``spec.json`` when present, else the copy in its BentoML metadata."""
+    spec_file = Path(entry.path) / "spec.json"
+    if spec_file.is_file():
+        return Spec.from_json(spec_file.read_text())
+    return Spec.from_dict(entry.info.metadata["spec"])
+
+
+def entry_family(entry: Any) -> str | None:
+    """The family a stored model declares (its ``family`` label), None for other BentoML models."""
+    return (entry.info.labels or {}).get("family")
+
+
+def check_entry(entry: Any, runtime: str, precision: str) -> str | None:
+    """Why this stored model cannot be served (spec, family, graph), or None when it would load."""
+    from service.runtime import load_session
+
+    tag, path = str(entry.tag), Path(entry.path)
+    labelled = entry_family(entry)
+    try:
+        spec = read_spec(entry)
+    except Exception as exc:  # noqa: BLE001 - unreadable JSON, a SpecError, a missing metadata key
+        return f"model {entry.tag.name!r} ({tag}): {path / 'spec.json'}: unreadable spec: {first_line(exc)}"
+    family = FAMILIES.get(spec.family)
+    if family is None:
+        return (f"model {entry.tag.name!r} ({tag}): unknown family {spec.family!r} in its spec; "
+                f"this server knows {', '.join(FAMILIES)}")
+    if labelled is not None and labelled != spec.family:
+        return f"model {entry.tag.name!r} ({tag}): labelled family {labelled!r} but its spec describes {spec.family!r}"
+    if entry.tag.name in FAMILIES and entry.tag.name != spec.family:  # the family's own name: its alias route
+        return f"model {entry.tag.name!r} ({tag}): the store entry holds a {spec.family!r} model ({path / 'spec.json'})"
+    if spec.task != family.task:
+        return f"model {entry.tag.name!r} ({tag}): its spec says task {spec.task!r}, a {family.name} has {family.task!r}"
+    try:
+        load_session(path, spec, runtime, precision, 1)
+    except Exception as exc:  # noqa: BLE001 - RuntimeLoadError names the file; anything else too
+        return f"model {entry.tag.name!r} ({tag}): {first_line(exc)}"
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a client or a log: its message's first line, or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
