@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from clients.client import AsyncZooClient, endpoint_for
+from clients.client import AsyncZooClient, model_path
 from clients.discover import Found, find_images, path_key
 from clients.media import to_upload
 from clients.records import ResultStore, confusion_matrix, format_confusion, make_record
@@ -32,7 +32,7 @@ EXIT_PARTIAL = 3
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (recursive)")
-    p.add_argument("--model", required=True, help="mnist-mlp, cifar10-resnet18 or transfer-resnet18")
+    p.add_argument("--model", required=True, help="any image model the server serves (`zoo models` lists them)")
     p.add_argument("--batch-size", type=int, default=32, help="images per request (default 32)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("--out", help="results file, .csv or .jsonl; re-running skips paths already in it")
@@ -151,7 +151,7 @@ def accuracy_report(found: list[Found], records: dict[str, dict[str, Any]], mode
 
 
 async def _main(args: argparse.Namespace) -> int:
-    endpoint_for(args.model)  # a wrong model name fails before any work
+    model_path(args.model, "classify")  # a malformed model name fails before any work
     if args.batch_size < 1 or args.concurrency < 1:
         raise ValueError("--batch-size and --concurrency must be at least 1")
     discovery = find_images(args.paths, args.follow_symlinks)

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: classify, forecast, bench, health (``python -m clients`` is the same).
+"""The ``zoo`` command: models, load, unload, classify, forecast, bench, health (``python -m clients`` is the same).
 
 Every command takes ``--url`` (default ``$ZOO_URL``, else http://localhost:3000) and
 ``--token`` (default ``$MODEL_ZOO_API_TOKEN``). Any error ends the command with a
@@ -27,12 +27,44 @@ def _health(args: argparse.Namespace) -> int:
         if not report["models"]:
             print("  no models found under /v2/models/{name}")
         for name, info in report["models"].items():
+            if not info["ready"]:
+                print(f"  {name}: {info['state']}{': ' + info['reason'] if info['reason'] else ''}")
+                continue
             meta = info["metadata"]
             tensors = lambda key: ", ".join(f"{t.get('name')}{t.get('shape')} {t.get('datatype')}" for t in meta.get(key, []))
             versions = ",".join(map(str, meta.get("versions") or [])) or "-"
             print(f"  {name}: {'ready' if info['ready'] else 'NOT ready'}; version {versions}; "
                   f"platform {meta.get('platform', '-')}; inputs {tensors('inputs')}; outputs {tensors('outputs')}")
     return 0 if report["ready"] else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    """The repository index: every stored model version, its state and why it is not served."""
+    with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
+        index = zoo.models(ready_only=args.ready)
+    if args.json:
+        print(json.dumps(index, indent=2))
+        return 0
+    rows = [("NAME", "VERSION", "STATE", "REASON")] + [(e["name"], e["version"], e["state"], e.get("reason", ""))
+                                                        for e in index]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
+        done = zoo.load_model(args.name, args.version)
+    print(f"{done['name']}:{done['version']} is served (every worker)")
+    return 0
+
+
+def _unload(args: argparse.Namespace) -> int:
+    with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
+        zoo.unload_model(args.name)
+    print(f"{args.name} is no longer served")
+    return 0
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -55,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         _add_common(p)
         p.set_defaults(func=module.run)
+    p = sub.add_parser("models", help="every stored model with its version, state and reason")
+    p.add_argument("--ready", action="store_true", help="only the models being served")
+    p.add_argument("--json", action="store_true", help="print the index as JSON")
+    _add_common(p)
+    p.set_defaults(func=_models)
+    p = sub.add_parser("load", help="serve a stored model without a restart (waits until every worker serves it)")
+    p.add_argument("name", help="the model's store name (python -m export ... --name NAME)")
+    p.add_argument("--version", help="a store version (default: the latest)")
+    _add_common(p)
+    p.set_defaults(func=_load, timeout=600.0)
+    p = sub.add_parser("unload", help="stop serving a model (after its in-flight requests)")
+    p.add_argument("name")
+    _add_common(p)
+    p.set_defaults(func=_unload)
     p = sub.add_parser("health", help="readiness and the models served")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_common(p)

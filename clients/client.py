@@ -1,8 +1,10 @@
 """Python clients for the Model Zoo service: ``ZooClient`` (sync) and ``AsyncZooClient``.
 
     with ZooClient("http://localhost:3000") as zoo:
-        zoo.classify("mnist-mlp", ["7.png", "2.png"])   # -> [{"label", "index", "score", "top_k"}, ...]
-        zoo.forecast([0.0, 0.1, 0.2], steps=10)          # -> [float, ...]
+        zoo.models()                                     # the repository index: name, version, state, reason
+        zoo.load_model("my-flowers")                     # serve a stored model (every worker, warmed up)
+        zoo.classify("my-flowers", ["7.png", "2.png"])   # -> [{"label", "index", "score", "top_k"}, ...]
+        zoo.forecast([0.0, 0.1, 0.2], steps=10)          # -> [float, ...] (model "sine-rnn" unless given)
         zoo.infer("mnist-mlp", {"input": x})["logits"]  # Open Inference Protocol, numpy in/out
 
 Both retry 429/503 and connection failures with exponential backoff and jitter
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote
 
 import httpx
 
@@ -25,29 +28,19 @@ from clients.transport import (
     RetryPolicy, ZooError, base_headers, check, default_token, default_url, parse_retry_after, transport_error,
 )
 
-# Family name (DESIGN.md) -> route. The route names are accepted too.
-MODEL_ENDPOINTS = {
-    "mnist-mlp": "classify_digit",
-    "cifar10-resnet18": "classify_cifar10",
-    "transfer-resnet18": "classify_image",
-}
-FORECAST_MODEL, FORECAST_ENDPOINT = "sine-rnn", "forecast_sine"
-FAMILIES = (*MODEL_ENDPOINTS, FORECAST_MODEL)
+FORECAST_MODEL = "sine-rnn"  # the model forecast() asks when none is named
 
 
-def endpoint_for(model: str) -> str:
-    """The classification route for a family name (or a route name given directly)."""
-    if model in MODEL_ENDPOINTS:
-        return MODEL_ENDPOINTS[model]
-    if model in MODEL_ENDPOINTS.values():
-        return model
-    valid = ", ".join(MODEL_ENDPOINTS)
-    raise ValueError(f"unknown image model {model!r}; choose one of: {valid}")
+def model_path(model: str, verb: str) -> str:
+    """``/models/{model}/{verb}`` for any served model; the server says which names it knows."""
+    if not model or "/" in model or model in (".", ".."):
+        raise ValueError(f"invalid model name {model!r}; `zoo models` lists what the server holds")
+    return f"/models/{quote(model, safe='')}/{verb}"
 
 
 def _classify_request(model: str, images: Any) -> tuple[str, str, dict[str, Any]]:
     files = [u.part() for u in to_uploads(images)]
-    return "POST", f"/{endpoint_for(model)}", {"files": files}
+    return "POST", model_path(model, "classify"), {"files": files}
 
 
 def _parse_classify(response: httpx.Response, n_images: int) -> list[dict[str, Any]]:
@@ -58,14 +51,27 @@ def _parse_classify(response: httpx.Response, n_images: int) -> list[dict[str, A
     return results
 
 
-def _forecast_request(history: Sequence[float], steps: int) -> tuple[str, str, dict[str, Any]]:
+def _forecast_request(history: Sequence[float], steps: int, model: str) -> tuple[str, str, dict[str, Any]]:
     values = [float(v) for v in history]
-    return "POST", f"/{FORECAST_ENDPOINT}", {"json": {"history": values, "steps": int(steps)}}
+    return "POST", model_path(model, "forecast"), {"json": {"history": values, "steps": int(steps)}}
 
 
 def _infer_request(model, inputs, outputs, binary, parameters) -> tuple[str, str, dict[str, Any]]:
     body, headers = encode_request(inputs, outputs, binary=binary, parameters=parameters)
-    return "POST", f"/v2/models/{model}/infer", {"content": body, "headers": headers}
+    return "POST", f"/v2/models/{quote(model, safe='')}/infer", {"content": body, "headers": headers}
+
+
+def _load_request(model: str, version: str | None) -> tuple[str, str, dict[str, Any]]:
+    body = {"parameters": {"version": version}} if version else {}
+    return "POST", f"/v2/repository/models/{quote(model, safe='')}/load", {"json": body}
+
+
+def _health_report(url: str, live: bool, ready: bool, index: list[dict[str, Any]],
+                   metadata: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    models = {e["name"]: {"ready": e["state"] == "READY", "version": e["version"], "state": e["state"],
+                          "reason": e.get("reason", ""), "metadata": metadata.get(e["name"], {})}
+              for e in index if e["state"] != "UNAVAILABLE" or e.get("reason") not in ("unloaded", "")}
+    return {"url": url, "live": live, "ready": ready, "models": models}
 
 
 def _as_bool(response: httpx.Response | None) -> bool:
@@ -119,9 +125,21 @@ class ZooClient(_Settings):
         method, path, kwargs = _classify_request(model, images)
         return _parse_classify(self.request(method, path, **kwargs), len(kwargs["files"]))
 
-    def forecast(self, history: Sequence[float], steps: int) -> list[float]:
-        method, path, kwargs = _forecast_request(history, steps)
+    def forecast(self, history: Sequence[float], steps: int, model: str = FORECAST_MODEL) -> list[float]:
+        method, path, kwargs = _forecast_request(history, steps, model)
         return [float(v) for v in self.request(method, path, **kwargs).json()["forecast"]]
+
+    def models(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Triton's repository index: every stored model version with its state and reason."""
+        return self.request("POST", "/v2/repository/index", json={"ready": ready_only} if ready_only else {}).json()
+
+    def load_model(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """Serve a stored model (latest or ``version``); returns once every worker serves it."""
+        method, path, kwargs = _load_request(model, version)
+        return self.request(method, path, retry=False, **kwargs).json()
+
+    def unload_model(self, model: str) -> dict[str, Any]:
+        return self.request("POST", f"/v2/repository/models/{quote(model, safe='')}/unload", retry=False).json()
 
     def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[Any] | None = None,
               binary: bool = False, parameters: Mapping[str, Any] | None = None) -> InferResult:
@@ -131,7 +149,7 @@ class ZooClient(_Settings):
         return decode_response(response.content, response.headers)
 
     def model_metadata(self, model: str) -> dict[str, Any]:
-        return self.request("GET", f"/v2/models/{model}").json()
+        return self.request("GET", f"/v2/models/{quote(model, safe='')}").json()
 
     def _probe(self, path: str) -> httpx.Response | None:
         try:
@@ -140,14 +158,12 @@ class ZooClient(_Settings):
             raise transport_error(exc, self.url) from None
 
     def health(self) -> dict[str, Any]:
-        """Liveness, readiness and, for every family the server knows, its OIP metadata."""
+        """Liveness, readiness and every model the server serves or tried to (with its OIP metadata)."""
         live, ready = self._probe("/livez"), self._probe("/readyz")
-        models: dict[str, Any] = {}
-        for name in FAMILIES:
-            meta = self._probe(f"/v2/models/{name}")
-            if _as_bool(meta):
-                models[name] = {"ready": _as_bool(self._probe(f"/v2/models/{name}/ready")), "metadata": meta.json()}
-        return {"url": self.url, "live": _as_bool(live), "ready": _as_bool(ready), "models": models}
+        index = self.models() if _as_bool(live) else []
+        metadata = {e["name"]: r.json() for e in index if e["state"] == "READY"
+                    and _as_bool(r := self._probe(f"/v2/models/{quote(e['name'], safe='')}"))}
+        return _health_report(self.url, _as_bool(live), _as_bool(ready), index, metadata)
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.25) -> None:
         """Poll /readyz until 200; ZooError naming the last problem after ``timeout`` seconds."""
@@ -201,9 +217,19 @@ class AsyncZooClient(_Settings):
         method, path, kwargs = _classify_request(model, images)
         return _parse_classify(await self.request(method, path, **kwargs), len(kwargs["files"]))
 
-    async def forecast(self, history: Sequence[float], steps: int) -> list[float]:
-        method, path, kwargs = _forecast_request(history, steps)
+    async def forecast(self, history: Sequence[float], steps: int, model: str = FORECAST_MODEL) -> list[float]:
+        method, path, kwargs = _forecast_request(history, steps, model)
         return [float(v) for v in (await self.request(method, path, **kwargs)).json()["forecast"]]
+
+    async def models(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        return (await self.request("POST", "/v2/repository/index", json={"ready": ready_only} if ready_only else {})).json()
+
+    async def load_model(self, model: str, version: str | None = None) -> dict[str, Any]:
+        method, path, kwargs = _load_request(model, version)
+        return (await self.request(method, path, retry=False, **kwargs)).json()
+
+    async def unload_model(self, model: str) -> dict[str, Any]:
+        return (await self.request("POST", f"/v2/repository/models/{quote(model, safe='')}/unload", retry=False)).json()
 
     async def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[Any] | None = None,
                     binary: bool = False, parameters: Mapping[str, Any] | None = None) -> InferResult:
@@ -212,7 +238,7 @@ class AsyncZooClient(_Settings):
         return decode_response(response.content, response.headers)
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
-        return (await self.request("GET", f"/v2/models/{model}")).json()
+        return (await self.request("GET", f"/v2/models/{quote(model, safe='')}")).json()
 
     async def _probe(self, path: str) -> httpx.Response | None:
         try:
@@ -222,12 +248,12 @@ class AsyncZooClient(_Settings):
 
     async def health(self) -> dict[str, Any]:
         live, ready = await self._probe("/livez"), await self._probe("/readyz")
-        models: dict[str, Any] = {}
-        for name in FAMILIES:
-            meta = await self._probe(f"/v2/models/{name}")
-            if _as_bool(meta):
-                models[name] = {"ready": _as_bool(await self._probe(f"/v2/models/{name}/ready")), "metadata": meta.json()}
-        return {"url": self.url, "live": _as_bool(live), "ready": _as_bool(ready), "models": models}
+        index = await self.models() if _as_bool(live) else []
+        metadata = {}
+        for e in index:
+            if e["state"] == "READY" and _as_bool(r := await self._probe(f"/v2/models/{quote(e['name'], safe='')}")):
+                metadata[e["name"]] = r.json()
+        return _health_report(self.url, _as_bool(live), _as_bool(ready), index, metadata)
 
     async def aclose(self) -> None:
         await self._http.aclose()

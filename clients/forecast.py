@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--history", help="comma-separated values, e.g. 0.0,0.1,0.2")
     src.add_argument("--csv", metavar="FILE", help="CSV with one value per row (last numeric column)")
     p.add_argument("--steps", type=int, default=50, help="values to forecast (default 50)")
+    p.add_argument("--model", default="sine-rnn", help="the forecaster to ask (default sine-rnn)")
     p.add_argument("--plot", metavar="PNG", help="save a plot of history and forecast")
     p.add_argument("--json", action="store_true", help='print {"forecast": [...]} instead of comma-separated values')
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
-        forecast = zoo.forecast(history, args.steps)
+        forecast = zoo.forecast(history, args.steps, model=args.model)
     if args.json:
         print(json.dumps({"forecast": forecast}))
     else:

@@ -19,19 +19,16 @@ import sys
 from pathlib import Path
 
 from export import ExportError
+from service.families import list_families
+from service.store import get_entry
 
-DEFAULT_FAMILIES = ("mnist-mlp", "sine-rnn", "cifar10-resnet18", "transfer-resnet18")
+DEFAULT_FAMILIES = tuple(list_families())
 
 
 def in_store(name: str) -> str | None:
     """The tag of the newest ``name`` model in the store, or None."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    try:
-        return str(bentoml.models.get(f"{name}:latest").tag)
-    except NotFound:
-        return None
+    entry = get_entry(name)
+    return str(entry.tag) if entry is not None else None
 
 
 def family_data_dir(family: str, data_dir: str, transfer_data: str | None) -> str | None:

@@ -12,25 +12,21 @@ bentoml first resolves it in the process.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from export import FORMAT_FILES, ExportError
+from service.families import FAMILIES, InvalidName, check_model_name
 from service.spec import Spec
-
-# BentoML tag names: lowercase letters, digits, '-', '_' and '.', starting with a letter or digit.
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ExportError(
-            f"invalid model name {name!r}: use lowercase letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit (at most 63 characters)"
-        )
-    return name
+    """A store name the service can route (service/families.py: no '.', unlike BentoML's own rule)."""
+    try:
+        return check_model_name(name)
+    except InvalidName as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _without_none(data: Any) -> Any:
@@ -65,21 +61,12 @@ def register(name: str, spec: Spec, formats: list[str], opset: int, stage: Path)
     return str(model.tag)
 
 
-# What each family trains and is verified on (the export verifies on the held-out split).
-_DATASETS = {
-    "mnist-mlp": "MNIST (60k train / 10k test, torchvision IDX files); verified on the test split",
-    "cifar10-resnet18": "CIFAR-10 (50k train / 10k test, cifar-10-batches-py); verified on the test split",
-    "transfer-resnet18": "an ImageFolder dataset (one folder per class); verified on its validation split",
-    "sine-rnn": "synthetic sine windows; verified on windows from a seed training never used",
-}
-
-
 def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], table: str) -> str:
     """README.md stored with the model: what it is, its data, its metrics, its parity."""
     cfg = ckpt["config"]
     train = cfg.get("train") or {}
     metrics = ckpt.get("metrics") or {}
-    data = _DATASETS.get(spec.family, spec.family)
+    data = FAMILIES[spec.family].data if spec.family in FAMILIES else spec.family
     if spec.task == "classification" and train.get("data_dir"):
         data += f", from `{train['data_dir']}`"
     if spec.task == "classification":

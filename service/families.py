@@ -37,11 +37,16 @@ class Family:
         return "classify" if self.task == "classification" else "forecast"
 
 
+# In the order make serve trains missing ones: the quick families first.
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("mnist-mlp", "classification", "classify_digit", "images",
            "MNIST digit classifier: one result per uploaded image, in upload order",
            "MNIST (60k train / 10k test, torchvision IDX files); verified on the test split",
            "python -m training mnist-mlp --download"),
+    Family("sine-rnn", "forecast", "forecast_sine", "history",
+           "Autoregressive forecast of the next `steps` values after `history`",
+           "synthetic sine windows; verified on windows from a seed training never used",
+           "python -m training sine-rnn"),
     Family("cifar10-resnet18", "classification", "classify_cifar10", "images",
            "CIFAR-10 classifier (ResNet-18): one result per uploaded image",
            "CIFAR-10 (50k train / 10k test, cifar-10-batches-py); verified on the test split",
@@ -50,10 +55,6 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Transfer-learned classifier with its dataset's class names: one result per uploaded image",
            "an ImageFolder dataset (one folder per class); verified on its validation split",
            "put an ImageFolder dataset in $DATA_DIR and train it (python -m training transfer-resnet18)"),
-    Family("sine-rnn", "forecast", "forecast_sine", "history",
-           "Autoregressive forecast of the next `steps` values after `history`",
-           "synthetic sine windows; verified on windows from a seed training never used",
-           "python -m training sine-rnn"),
 )}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.client import endpoint_for
+from clients.client import model_path
 from clients.discover import find_images, path_key
 from clients.media import sniff_image_type, to_upload, to_uploads
 from clients.oip import HEADER_LENGTH, decode_response, encode_request
@@ -49,11 +49,12 @@ def test_upload_declares_sniffed_type_not_extension(tmp_path):
         to_upload(tmp_path / "missing.png")
 
 
-def test_endpoint_names_and_error_lists_valid_models():
-    assert endpoint_for("mnist-mlp") == "classify_digit"
-    assert endpoint_for("classify_cifar10") == "classify_cifar10"
-    with pytest.raises(ValueError, match="mnist-mlp, cifar10-resnet18, transfer-resnet18"):
-        endpoint_for("resnet50")
+def test_model_routes_take_any_name_and_refuse_path_tricks():
+    assert model_path("my-flowers", "classify") == "/models/my-flowers/classify"
+    assert model_path("a b", "forecast") == "/models/a%20b/forecast"  # the server names what is wrong with it
+    for bad in ("", "a/b", "..", "."):
+        with pytest.raises(ValueError, match="zoo models"):
+            model_path(bad, "classify")
 
 
 @pytest.mark.parametrize("binary", [False, True])
