@@ -26,6 +26,7 @@ from service.spec import Spec
 RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
 PARITY_BATCHES = (1, 7)  # batch sizes other than the exported one (2)
 MNIST_INT8_MAX_DROP = 0.5  # accuracy points
+MNIST_INT8_MIN_ACCURACY = 50.0  # percent: the bound applies to a model that has learned something
 
 def _close(actual: list[np.ndarray], expected: list[np.ndarray], names: list[str]) -> str | None:
     """None when every output matches within the fp32 tolerances, else the first mismatch's message."""
@@ -130,7 +131,9 @@ def _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, eager_r
             row["mse_increase"] = row["mse"] - eager_row["mse"]
     if fmt == "onnx-int8" and spec.family == "mnist-mlp":
         drop = row["accuracy_drop"]
-        if drop > MNIST_INT8_MAX_DROP:
+        if eager_row["accuracy"] < MNIST_INT8_MIN_ACCURACY:  # an untrained MLP: accuracy is chance, the drop noise
+            row["note"] = f"int8 drop not bounded: eager accuracy {eager_row['accuracy']:.1f}% is an untrained model's"
+        elif drop > MNIST_INT8_MAX_DROP:
             problems.append(f"int8 loses {drop:.2f} accuracy points on MNIST (limit {MNIST_INT8_MAX_DROP})")
     return problems
 

@@ -59,7 +59,8 @@ def check_entry(entry: Any, runtime: str, precision: str) -> str | None:
         return (f"model {entry.tag.name!r} ({tag}): unknown family {spec.family!r} in its spec; "
                 f"this server knows {', '.join(FAMILIES)}")
     if labelled is not None and labelled != spec.family:
-        return f"model {entry.tag.name!r} ({tag}): labelled family {labelled!r} but its spec describes {spec.family!r}"
+        return (f"model {entry.tag.name!r} ({tag}): labelled family {labelled!r} (model.yaml) but "
+                f"{path / 'spec.json'} describes a {spec.family!r} model")
     if entry.tag.name in FAMILIES and entry.tag.name != spec.family:  # the family's own name: its alias route
         return f"model {entry.tag.name!r} ({tag}): the store entry holds a {spec.family!r} model ({path / 'spec.json'})"
     if spec.task != family.task:

@@ -77,7 +77,7 @@ OVERLOADED = (503, {}, {"error": "process is overloaded"})
 
 
 def test_sync_retries_503_then_succeeds_honouring_retry_after(stub):
-    url, script = stub({"/forecast_sine": [(503, {"Retry-After": "1"}, {"error": "process is overloaded"}),
+    url, script = stub({"/models/sine-rnn/forecast": [(503, {"Retry-After": "1"}, {"error": "process is overloaded"}),
                                            OVERLOADED, (200, {}, {"forecast": [0.5, 0.25]})]})
     with ZooClient(url, retries=3, backoff=0.05, token="s3cret") as zoo:
         assert zoo.forecast([0.1, 0.2], steps=2) == [0.5, 0.25]
@@ -89,7 +89,7 @@ def test_sync_retries_503_then_succeeds_honouring_retry_after(stub):
 
 
 def test_gives_up_after_retries_with_server_message(stub):
-    url, script = stub({"/forecast_sine": [OVERLOADED]})
+    url, script = stub({"/models/sine-rnn/forecast": [OVERLOADED]})
     with ZooClient(url, retries=2, backoff=0.01) as zoo, pytest.raises(ZooError) as info:
         zoo.forecast([0.1], steps=1)
     assert info.value.status == 503 and info.value.message == "process is overloaded"
@@ -97,7 +97,7 @@ def test_gives_up_after_retries_with_server_message(stub):
 
 
 def test_client_errors_are_not_retried(stub):
-    url, script = stub({"/classify_digit": [(400, {}, {"error": "file 'x.png' is not an image"})]})
+    url, script = stub({"/models/mnist-mlp/classify": [(400, {}, {"error": "file 'x.png' is not an image"})]})
     with ZooClient(url, retries=3, backoff=0.01) as zoo, pytest.raises(ZooError) as info:
         zoo.classify("mnist-mlp", b"not an image")
     assert info.value.status == 400 and "x.png" in info.value.message
@@ -106,7 +106,7 @@ def test_client_errors_are_not_retried(stub):
 
 def test_async_retries_429_then_succeeds(stub):
     result = [{"label": "7", "index": 7, "score": 0.9, "top_k": []}]
-    url, script = stub({"/classify_digit": [(429, {"Retry-After": "0"}, {"error": "slow down"}), (200, {}, result)]})
+    url, script = stub({"/models/mnist-mlp/classify": [(429, {"Retry-After": "0"}, {"error": "slow down"}), (200, {}, result)]})
 
     async def go():
         async with AsyncZooClient(url, retries=2, backoff=0.01) as zoo:
@@ -132,18 +132,18 @@ def test_connection_refused_is_retried_then_names_url():
 
 
 def test_cli_forecast_retries_and_cli_errors_are_one_line(stub):
-    url, script = stub({"/forecast_sine": [OVERLOADED, (200, {}, {"forecast": [1.5, -0.5]})],
-                        "/classify_digit": [(400, {}, {"error": "too many files"})]})
+    url, script = stub({"/models/sine-rnn/forecast": [OVERLOADED, (200, {}, {"forecast": [1.5, -0.5]})],
+                        "/models/mnist-mlp/classify": [(400, {}, {"error": "too many files"})]})
     run = lambda *a: subprocess.run([sys.executable, "-m", "clients", *a], capture_output=True, text=True, timeout=60)
     ok = run("forecast", "--url", url, "--history", "0.1, 0.2,0.3", "--steps", "2")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "1.5,-0.5"
     method, path, headers = script.seen[-1]
-    assert (method, path) == ("POST", "/forecast_sine")
+    assert (method, path) == ("POST", "/models/sine-rnn/forecast")
     for args, expected in [
         (("forecast", "--url", url, "--history", "0.1,abc"), "--history value 2: 'abc' is not a number"),
         (("forecast", "--url", f"http://127.0.0.1:{_closed_port()}", "--history", "1", "--retries", "0"), "cannot connect to http://127.0.0.1:"),
-        (("classify", "--url", url, "--model", "vgg", "x.png"), "unknown image model 'vgg'"),
+        (("classify", "--url", url, "--model", "a/b", "x.png"), "invalid model name 'a/b'"),
         (("health", "--url", url), "NOT ready"),
     ]:
         bad = run(*args)

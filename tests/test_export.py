@@ -124,7 +124,7 @@ def test_parity_check_catches_a_different_model(trained_mlp, tmp_path):
     _, model, spec = load_model(path)
     files = build_artifacts(model, spec, ["torchscript", "onnx"], tmp_path, None)
     with torch.no_grad():
-        model.net[-1].bias.add_(1e-3)  # a tiny change: well beyond atol 1e-5, top-1 likely unchanged
+        model.net[-1].bias.add_(0.05)  # small: beyond rtol 1e-3 for logits under 50, top-1 likely unchanged
     report = verify(model, spec, files, x, y)
     failed = " | ".join(report["failures"])
     assert "torchscript: batch 1 differs from eager" in failed and "onnx: batch 7 differs from eager" in failed
@@ -145,7 +145,7 @@ def test_sine_rnn_step_graph_matches_eager(cell, tmp_path):
     assert report["failures"] == []
     rows = report["formats"]
     assert rows["onnx"]["max_abs_diff"] < 1e-4 and rows["torchscript"]["max_abs_diff"] < 1e-4
-    assert rows["onnx-int8"]["status"] == "ok" and rows["onnx-int8"]["max_abs_diff"] < 0.05
+    assert rows["onnx-int8"]["status"] == "ok" and rows["onnx-int8"]["max_abs_diff"] < 0.1  # dynamic int8, random weights
     # ORT 1.31's CPU EP segfaults optimising fp16 recurrent graphs at ORT_ENABLE_ALL: the exporter
     # survives it (child-process probe), says so, and verifies at ORT_ENABLE_EXTENDED instead.
     fp16 = rows["onnx-fp16"]

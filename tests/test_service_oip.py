@@ -135,7 +135,7 @@ def _tensor(name, shape, datatype, data):
                    "outputs": [{"name": "probs"}]}, 400, "unknown output 'probs'"),
     ("sine-rnn", _tensor("x", [1, 3, 1], "FP32", [0.1, float("nan"), 0.2]), 400, "NaN or infinite"),
     ("sine-rnn", _tensor("x", [1, 3], "FP32", [0.1, 0.2, 0.3]), 400, "does not match [-1, -1, 1]"),
-    ("nope", _tensor("x", [1], "FP32", [0.1]), 404, "unknown model 'nope'"),
+    ("nope", _tensor("x", [1], "FP32", [0.1]), 404, "model 'nope' is not in the model store"),
     ("cifar10-resnet18", _tensor("input", [1], "FP32", [0.1]), 404, "not in the model store"),
 ])
 def test_oip_errors(zoo_server, model, body, status, fragment):
@@ -185,6 +185,6 @@ def test_standard_triton_client_works_unchanged(zoo_server):
     assert labels.shape == (2, 3)
     best = [str(s.decode() if isinstance(s, bytes) else s) for s in labels[:, 0]]  # JSON BYTES come back as str
     assert [int(s.split(":")[1]) for s in best] == list(probs[:2].argmax(1))
-    with pytest.raises(Exception, match="unknown model 'nope'"):
+    with pytest.raises(Exception, match="model 'nope' is not in the model store"):
         client.get_model_metadata("nope")
     client.close()

@@ -276,6 +276,24 @@ def test_tritonclient_repository_calls_unchanged(repo):
         client.load_model("no-such-model")
 
 
+def test_zoo_cli_lists_loads_classifies_and_unloads(repo, tmp_path):
+    zoo = lambda *a: subprocess.run([sys.executable, "-m", "clients", *a, "--url", repo.url],  # noqa: E731
+                                    cwd=ROOT, capture_output=True, text=True, timeout=300)
+    listed = zoo("models")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[2] for line in listed.stdout.splitlines()[1:]}
+    assert rows["mnist-trio"] == "READY" and rows["loadable"] == "UNAVAILABLE"
+    assert zoo("load", "loadable").returncode == 0
+    (tmp_path / "seven").mkdir()
+    for i, png in enumerate(repo.tests["seven"][:3]):
+        (tmp_path / "seven" / f"{i}.png").write_bytes(png)
+    classified = zoo("classify", "--model", "mnist-trio", str(tmp_path), "--out", str(tmp_path / "r.csv"))
+    assert classified.returncode == 0 and "3 classified" in classified.stderr, classified.stderr
+    assert zoo("unload", "loadable").returncode == 0
+    missing = zoo("load", "no-such-model")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "not in the model store" in missing.stderr
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -33,8 +33,9 @@ from training.specs import (
     SINE_DEFAULTS,
     make_spec,  # re-exported: training.data.make_spec(family, ...)
 )
+from service.families import list_families
 
-FAMILIES = ("mnist-mlp", "cifar10-resnet18", "transfer-resnet18", "sine-rnn")
+FAMILIES = tuple(list_families())
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 
 

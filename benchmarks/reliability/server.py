@@ -35,7 +35,8 @@ class Served:
     def __init__(self, home: str | Path, log: str | Path, env: dict[str, str] | None = None,
                  ready_timeout: float = 120.0) -> None:
         self.home, self.log = Path(home), Path(log)
-        self.env = {**os.environ, "BENTOML_HOME": str(self.home), "MODEL_ZOO_THREADS": "1", **(env or {})}
+        self.env = {**os.environ, "BENTOML_HOME": str(self.home), "MODEL_ZOO_WORKERS": "1", "MODEL_ZOO_THREADS": "1",
+                    **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_timeout = ready_timeout
