@@ -54,7 +54,7 @@ models: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-container-test: $(STAMP)
+container-test: $(STAMP) kubectl
 	bash scripts/container_test.sh
 
 clean:
