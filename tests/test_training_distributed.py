@@ -30,9 +30,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # the module behind 
 
 
 def train(out: Path, *extra: str, nproc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m training mnist-mlp --quick`` (nproc=0) or the same under torchrun with nproc processes."""
+    """``python -m training mnist-mlp --quick`` on CPU (nproc=0), or under torchrun with nproc gloo processes."""
     launcher = [*TORCHRUN, "--standalone", "--nproc-per-node", str(nproc)] if nproc else [sys.executable]
-    cmd = [*launcher, "-m", "training", "mnist-mlp", "--quick", "--data-dir", str(mnist_data_dir()),
+    cmd = [*launcher, "-m", "training", "mnist-mlp", "--quick", "--device", "cpu", "--data-dir", str(mnist_data_dir()),
            "--out-dir", str(out / "ckpt"), "--log-dir", str(out / "runs"), "--no-progress", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
