@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov pins ~40 packages (packaging<24 among them, which would hold pytest back): its own venv.
+SCAN_VENV  := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
 PORT   ?= 3000
 
 # Datasets are looked for in DATA_DIR; the shared copy beside the repo wins when present.
 DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export DATA_DIR
 
-.PHONY: help install serve test models bench container-test clean
+.PHONY: help install kubectl serve test models bench container-test clean
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (trains quick models if missing)"
@@ -19,7 +22,7 @@ help:
 	@echo "make container-test  build the OCI image, run it and check its answers"
 	@echo "make clean           remove the venv, build outputs and caches"
 
-install: $(STAMP)
+install: $(STAMP) $(SCAN_STAMP) kubectl
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,13 +30,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+$(SCAN_STAMP): deploy/k8s/requirements-scan.txt
+	@test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install -q -r deploy/k8s/requirements-scan.txt
+	@touch $@
+
+# `kubectl kustomize` builds deploy/k8s; Debian's kubernetes-client when the host has no kubectl.
+kubectl:
+	@command -v kubectl >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubernetes-client; }
+
 serve: $(STAMP)
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.examples --port $(PORT)
 	$(BIN)/bentoml serve service.service:ModelZoo --port $(PORT) --host 127.0.0.1
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(SCAN_STAMP) kubectl
+	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest
 
 models: $(STAMP)
 	$(BIN)/python -m export.bootstrap --full
@@ -41,9 +54,9 @@ models: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-container-test: $(STAMP)
+container-test: $(STAMP) kubectl
 	bash scripts/container_test.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache
+	rm -rf $(VENV) $(SCAN_VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

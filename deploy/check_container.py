@@ -6,8 +6,13 @@ Labels and class indices must be equal; scores and forecast values equal within 
 tolerance (the container runs the CPU ``onnxruntime`` wheel, the reference may run another build
 of the same kernels).
 
+With ``--token`` (the pod played from the Kubernetes manifest, whose token comes from a Secret) the
+requests carry it as a bearer token and one upload without it must be refused with 401; each
+``--metric NAME`` must appear in the container's ``/metrics`` (what an autoscaler would read).
+
 Usage: python -m deploy.check_container ready URL [--timeout S]
        python -m deploy.check_container compare --container URL --reference URL --data-dir DIR [--count N]
+                                                [--token TOKEN] [--metric NAME ...]
 Exit status 0 when ready / when they agree; 1 with one line naming the step and the problem otherwise.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,8 +69,9 @@ def mnist_pngs(data_dir: Path, count: int) -> list[tuple[str, bytes, int]]:
     return out
 
 
-def post(url: str, route: str, **kwargs: Any) -> Any:
-    resp = httpx.post(f"{url}{route}", timeout=60, **kwargs)
+def post(url: str, route: str, token: str | None = None, **kwargs: Any) -> Any:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.post(f"{url}{route}", timeout=60, headers=headers, **kwargs)
     if resp.status_code != 200:
         raise CheckError(f"{route}: {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
     return resp.json()
@@ -97,7 +104,27 @@ def compare_forecasts(got: list[float], ref: list[float]) -> list[str]:
     return [f"step {i}: {a} != {b}" for i, (a, b) in enumerate(zip(got, ref)) if not close(a, b)]
 
 
-def run_checks(container: str, reference: str, data_dir: Path, count: int, ready_timeout: float) -> list[str]:
+def check_token_required(url: str, digits: list[tuple[str, bytes, int]]) -> str:
+    """An upload without the bearer token must be refused with 401."""
+    name, data, _ = digits[0]
+    resp = httpx.post(f"{url}/classify_digit", files=[("images", (name, data, "image/png"))], timeout=60)
+    if resp.status_code != 401:
+        raise CheckError(f"auth: {url}/classify_digit without a token answered HTTP {resp.status_code}, expected 401 "
+                         f"(is MODEL_ZOO_API_TOKEN reaching the container?)")
+    return "auth: an upload without the bearer token is refused with 401"
+
+
+def check_metrics(url: str, names: list[str]) -> str:
+    """Every metric name in ``names`` is exported at ``url/metrics``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    missing = [n for n in names if not re.search(rf"^{re.escape(n)}[{{ ]", text, re.MULTILINE)]
+    if missing:
+        raise CheckError(f"metrics: {url}/metrics has no {missing}")
+    return f"metrics: /metrics exports {', '.join(names)}"
+
+
+def run_checks(container: str, reference: str, data_dir: Path, count: int, ready_timeout: float,
+               token: str | None = None, metrics: list[str] | None = None) -> list[str]:
     """All checks; returns the summary lines, raises CheckError on the first failure."""
     wait_ready(container, ready_timeout)
     wait_ready(reference, ready_timeout)
@@ -105,10 +132,12 @@ def run_checks(container: str, reference: str, data_dir: Path, count: int, ready
 
     digits = mnist_pngs(data_dir, count)
     names = [name for name, _, _ in digits]
+    if token:
+        lines.append(check_token_required(container, digits))
 
     def upload(url: str) -> list[dict]:
         files = [("images", (name, data, "image/png")) for name, data, _ in digits]
-        return post(url, "/classify_digit", files=files)
+        return post(url, "/classify_digit", token=token, files=files)
 
     got, ref = upload(container), upload(reference)
     problems = compare_classifications(got, ref, names)
@@ -122,14 +151,16 @@ def run_checks(container: str, reference: str, data_dir: Path, count: int, ready
 
     # 40 samples of sin(2 t) at dt 0.1: the sine-rnn default recipe's nominal frequency.
     payload = {"history": [math.sin(0.2 * t) for t in range(40)], "steps": 10}
-    got_f = post(container, "/forecast_sine", json=payload)["forecast"]
-    ref_f = post(reference, "/forecast_sine", json=payload)["forecast"]
+    got_f = post(container, "/forecast_sine", token=token, json=payload)["forecast"]
+    ref_f = post(reference, "/forecast_sine", token=token, json=payload)["forecast"]
     problems = compare_forecasts(got_f, ref_f)
     if problems:
         raise CheckError(f"forecast_sine: container differs from reference: {'; '.join(problems[:3])}")
     truth = [math.sin(0.2 * t) for t in range(40, 50)]
     err = max(abs(a - b) for a, b in zip(got_f, truth))
     lines.append(f"forecast_sine: 10 steps, container == reference; max |forecast - sin| = {err:.3f}")
+    if metrics:
+        lines.append(check_metrics(container, metrics))
     return lines
 
 
@@ -145,6 +176,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data-dir", type=Path, required=True, help="folder holding MNIST/raw")
     compare.add_argument("--count", type=int, default=32, help="MNIST test images to classify")
     compare.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for /readyz")
+    compare.add_argument("--token", default=None, help="bearer token the container requires (sent to both)")
+    compare.add_argument("--metric", action="append", default=[], help="metric the container must export")
     return parser
 
 
@@ -154,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ready":
             print(f"container-test: {args.url} ready after {wait_ready(args.url, args.timeout):.1f} s")
         else:
-            for line in run_checks(args.container, args.reference, args.data_dir, args.count, args.timeout):
+            for line in run_checks(args.container, args.reference, args.data_dir, args.count, args.timeout,
+                                   args.token, args.metric):
                 print(f"container-test: {line}")
     except CheckError as exc:
         print(f"container-test: {exc}", file=sys.stderr)

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # make container-test: build the bento into an OCI image without a Docker daemon (podman/buildah),
 # run it, wait for /readyz, send real MNIST digits and a sine history to it over HTTP and check the
-# answers equal those of the same service run outside the container. Leaves nothing behind: the
-# container, the image, podman's storage and the temporary model store are removed on exit.
+# answers equal those of the same service run outside the container. Then `podman kube play` the
+# Deployment and Service of deploy/k8s/overlays/cpu with that image (token from a podman secret),
+# wait for its readiness probe's path, run the same checks through it with the bearer token, check
+# its peak memory against the manifest's request, and `podman kube down` it. Leaves nothing behind:
+# the container, the pod, the secret, the image, podman's storage and the temporary model store are
+# removed on exit.
 #
 # Environment (all optional):
 #   BENTOML_HOME        a model store holding mnist-mlp and sine-rnn to reuse (copied, never written);
@@ -40,6 +44,9 @@ LOG="$WORK/logs/start.log"
 STEP_START=$SECONDS
 TIMINGS=()
 REF_PID=""
+KUBE_YAML=""
+KUBE_SECRET=""
+KUBE_CONTAINER=""
 
 step() {
     [ "$STEP" = "start" ] || TIMINGS+=("$(printf '%5ds  %s' $((SECONDS - STEP_START)) "$STEP")")
@@ -64,7 +71,13 @@ on_exit() {
             echo "---- reference server log ----" >&2
             tail -n 20 "$WORK/logs/reference-server.log" >&2 2>/dev/null
         fi
+        if [ -n "$KUBE_CONTAINER" ]; then
+            echo "---- kube-played container log ----" >&2
+            podman logs --tail 30 "$KUBE_CONTAINER" >&2 2>/dev/null
+        fi
     fi
+    [ -z "$KUBE_YAML" ] || podman kube down "$KUBE_YAML" >/dev/null 2>&1
+    [ -z "$KUBE_SECRET" ] || podman secret rm "$KUBE_SECRET" >/dev/null 2>&1
     if [ -n "$REF_PID" ]; then
         # The reference server runs in its own process group (setsid): stop it and its workers.
         kill -TERM -- "-$REF_PID" 2>/dev/null
@@ -96,6 +109,7 @@ step "check prerequisites"
 [ -f "$ROOT/bentofile.yaml" ] || { echo "container-test: bentofile.yaml missing in $ROOT" >&2; exit 1; }
 [ -d "$DATA_DIR/MNIST/raw" ] || { echo "container-test: MNIST not found in $DATA_DIR/MNIST/raw (set DATA_DIR)" >&2; exit 1; }
 [ -r "$CA_BUNDLE" ] || { echo "container-test: $CA_BUNDLE missing (install ca-certificates)" >&2; exit 1; }
+command -v kubectl >/dev/null || { echo "container-test: kubectl not found (make container-test installs kubernetes-client)" >&2; exit 1; }
 
 step "install container tools"
 zoo_ensure_tools >>"$LOG" 2>&1
@@ -172,6 +186,49 @@ step "stop and remove container"
 podman stop --time 15 "$CONTAINER" >>"$LOG" 2>&1
 echo "    stopped after $((SECONDS - STEP_START)) s, exit code $(podman inspect --format '{{.State.ExitCode}}' "$CONTAINER") (137: killed after the 15 s grace period)"
 podman rm "$CONTAINER" >>"$LOG" 2>&1
+
+step "kube play deploy/k8s/overlays/cpu"
+# The overlay's Deployment and Service as they are, but for the local image and a loopback host port.
+KUBE_PORT=$(free_port)
+kubectl kustomize deploy/k8s/overlays/cpu 2>>"$LOG" \
+    | "$PY" -m deploy.kube_play render --image "$IMAGE" --port "$KUBE_PORT" --out "$WORK/kube-play.yaml"
+TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
+KUBE_SECRET=$("$PY" -m deploy.kube_play secret --manifest "$WORK/kube-play.yaml" --token "$TOKEN" --out "$WORK/secret.json")
+podman secret create "$KUBE_SECRET" "$WORK/secret.json" >>"$LOG" 2>&1
+rm -f "$WORK/secret.json"
+KUBE_YAML=$WORK/kube-play.yaml
+podman kube play "$KUBE_YAML" >>"$LOG" 2>&1
+# The pod's one application container (podman names pods <deployment>-pod[-0] depending on its version).
+KUBE_CONTAINER=$(podman ps --format '{{.Names}}' | grep -- '-model-zoo$' | head -n1)
+[ -n "$KUBE_CONTAINER" ] || { echo "container-test: podman kube play started no model-zoo container" >&2; podman ps -a >&2; exit 1; }
+echo "    pod container $KUBE_CONTAINER on 127.0.0.1:$KUBE_PORT, token from podman secret $KUBE_SECRET"
+
+step "kube pod: wait for readiness"
+# podman ignores readinessProbe (docs/deployment.md): poll the path it names, as the kubelet would.
+"$PY" -m deploy.check_container ready "http://127.0.0.1:$KUBE_PORT" --timeout "$READY_TIMEOUT" 2>&1 | tee -a "$LOG"
+
+step "kube pod: classify and compare"
+ADAPTER_VALUES=deploy/k8s/overlays/inflight-hpa/prometheus-adapter-values.yaml
+METRIC=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["rules"]["custom"][0]["name"]["matches"].strip("^$"))' "$ADAPTER_VALUES")
+"$PY" -m deploy.check_container compare --container "http://127.0.0.1:$KUBE_PORT" \
+    --reference "http://127.0.0.1:$REF_PORT" --data-dir "$DATA_DIR" --count 256 \
+    --token "$TOKEN" --metric "$METRIC" 2>&1 | tee -a "$LOG"
+
+step "kube pod: memory"
+# The cgroup's own high-water mark (v1: max_usage_in_bytes, v2: memory.peak), read inside the pod.
+PEAK=$(podman exec "$KUBE_CONTAINER" sh -c 'cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak')
+echo "    podman stats: $(podman stats --no-stream --format '{{.MemUsage}}, {{.PIDs}} processes' "$KUBE_CONTAINER")"
+"$PY" -m deploy.kube_play memory --manifest "$KUBE_YAML" --peak-bytes "$PEAK" 2>&1 | tee -a "$LOG"
+
+step "kube down"
+podman kube down "$KUBE_YAML" >>"$LOG" 2>&1
+KUBE_YAML=""
+KUBE_CONTAINER=""
+podman secret rm "$KUBE_SECRET" >>"$LOG" 2>&1
+KUBE_SECRET=""
+LEFT="$(podman pod ps -q)$(podman ps -aq)$(podman volume ls -q)$(podman secret ls --format '{{.Name}}')"
+[ -z "$LEFT" ] || { echo "container-test: podman kube down left pods, containers, volumes or secrets behind" >&2; exit 1; }
+echo "    pod, volumes and secret removed"
 podman rmi "$IMAGE" >>"$LOG" 2>&1
 
 step "done"

@@ -158,3 +158,27 @@ def test_script_fails_with_the_step_name_and_cleans_up(tmp_path):
     assert f"MNIST not found in {tmp_path / 'no-data'}/MNIST/raw" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "container-test: FAILED at step 'check prerequisites' (exit 1)"
     assert not list(tmp_path.glob("model-zoo-container.*"))
+
+
+class _Resp:
+    def __init__(self, status_code: int, text: str = ""):
+        self.status_code, self.text = status_code, text
+
+
+def test_token_check_requires_a_401_without_the_token(monkeypatch):
+    digits = [("d.png", b"png", 7)]
+    monkeypatch.setattr(check_container.httpx, "post", lambda *a, **k: _Resp(401, '{"error": "unauthorized"}'))
+    assert "401" in check_container.check_token_required("http://pod", digits)
+    monkeypatch.setattr(check_container.httpx, "post", lambda *a, **k: _Resp(200, "[]"))
+    with pytest.raises(check_container.CheckError, match="answered HTTP 200, expected 401"):
+        check_container.check_token_required("http://pod", digits)
+
+
+def test_metrics_check_matches_whole_metric_names(monkeypatch):
+    text = ('# TYPE bentoml_service_request_in_progress gauge\n'
+            'bentoml_service_request_in_progress{endpoint="/classify_digit"} 0.0\n'
+            'bentoml_service_request_total{endpoint="/x"} 3.0\n')
+    monkeypatch.setattr(check_container.httpx, "get", lambda *a, **k: _Resp(200, text))
+    assert "bentoml_service_request_in_progress" in check_container.check_metrics("http://pod", ["bentoml_service_request_in_progress"])
+    with pytest.raises(check_container.CheckError, match=r"no \['bentoml_service_request'\]"):
+        check_container.check_metrics("http://pod", ["bentoml_service_request"])  # a prefix is not the metric

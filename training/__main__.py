@@ -11,6 +11,7 @@ import sys
 
 from training.checkpoint import CheckpointError
 from training.data import DataError
+from training.distributed import DistributedError
 from training.recipes import RECIPES
 
 USAGE = f"usage: python -m training {{{','.join(RECIPES)}}} [options]  (FAMILY --help for options)"
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = importlib.import_module(RECIPES[family])
     try:
         recipe.main(rest)
-    except (DataError, CheckpointError, FloatingPointError) as exc:
+    except (DataError, CheckpointError, DistributedError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

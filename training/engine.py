@@ -3,6 +3,7 @@
 A recipe supplies a model, its data ``Splits``, a ``Task`` (how to compute loss and the
 validation metric) and its spec; ``fit`` does the rest: progress bars, one summary line per
 epoch, TensorBoard scalars, early stopping, best.pt/last.pt, --resume and metrics.json.
+Under torchrun the same loop trains data-parallel (training/distributed.py); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler,
+                              Subset, TensorDataset)
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from service.spec import Spec
+from training import distributed
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import Splits
 from training.models import config_to_dict
@@ -72,14 +75,44 @@ def limit(ds: Dataset, n: int | None) -> Dataset:
     return Subset(ds, range(n))
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool, args: argparse.Namespace, device: torch.device) -> DataLoader:
-    """In-memory tensors are batched by one index op per batch; image datasets use workers."""
-    g = torch.Generator().manual_seed(args.seed)
+def shard(ds: Dataset) -> Dataset:
+    """This process's disjoint share of an evaluation set (all of it in one process)."""
+    w = distributed.world()
+    if not w.active:
+        return ds
     if isinstance(ds, TensorDataset):
-        sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
+        return TensorDataset(*(t[w.rank::w.size] for t in ds.tensors))
+    return Subset(ds, range(w.rank, len(ds), w.size))
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, args: argparse.Namespace, device: torch.device) -> DataLoader:
+    """In-memory tensors are batched by one index op per batch; image datasets use workers.
+
+    ``batch_size`` is global: under torchrun each process takes its share, training batches come
+    from a DistributedSampler and evaluation sets are sharded.
+    """
+    g = torch.Generator().manual_seed(args.seed)
+    w = distributed.world()
+    batch_size = distributed.per_process_batch(batch_size)
+    if w.active and shuffle:
+        sampler = DistributedSampler(ds, num_replicas=w.size, rank=w.rank, shuffle=True, seed=args.seed)
+    elif w.active:
+        ds, sampler = shard(ds), None
+    else:
+        sampler = RandomSampler(ds, generator=g) if shuffle else None
+    if isinstance(ds, TensorDataset):
+        sampler = sampler or SequentialSampler(ds)
         return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=args.workers,
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=g, num_workers=args.workers,
                       pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    """A DistributedSampler reshuffles per epoch only when told the epoch."""
+    # In-memory loaders pass a BatchSampler as ``sampler``: the DistributedSampler is inside it.
+    for sampler in (loader.sampler, getattr(loader.sampler, "sampler", None)):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
 
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -101,14 +134,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, task: Task, optimizer:
     cl = args.channels_last and device.type == "cuda"
     total_loss, total_score, count, seen = 0.0, 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, disable=not args.progress)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
+               disable=not args.progress or not distributed.world().is_main)
     for i, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, cl), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             out = task.forward(model, task.train_input(x) if task.train_input is not None else x)
             loss = task.loss_fn(out.float(), y)
             if task.extra_loss is not None:
-                loss = loss + task.extra_loss(model, x, y)
+                loss = loss + task.extra_loss(distributed.unwrap(model), x, y)  # one DDP forward per step
         if args.l1 > 0:
             loss = loss + args.l1 * _l1(model)
         optimizer.zero_grad(set_to_none=True)
@@ -136,6 +170,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, task: Task, optimizer:
         if args.dry_run:
             break
     seconds = time.perf_counter() - start
+    total_loss, total_score, count, seen = distributed.all_reduce_sums([total_loss, total_score, count, seen], device)
     return {"loss": total_loss / max(seen, 1), task.metric: total_score / max(count, 1),
             "samples_per_s": seen / seconds, "seconds": seconds}
 
@@ -157,6 +192,7 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, device: torch.dev
         total_score, count, seen = total_score + s, count + n, seen + len(x)
         if args.dry_run:
             break
+    total_loss, total_score, count, seen = distributed.all_reduce_sums([total_loss, total_score, count, seen], device)
     return {"loss": total_loss / max(seen, 1), task.metric: total_score / max(count, 1)}
 
 
@@ -174,9 +210,10 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
     """Train with validation each epoch; keep best.pt (best val metric) and last.pt in --out-dir.
 
     ``params``: what the optimiser updates (default: every parameter that requires grad).
-    ``final_eval(model)`` adds family-specific metrics computed on the best model.
+    ``final_eval(model)`` adds family-specific metrics computed on the best model (on rank 0).
     Returns ``{"checkpoint": Path(best.pt), "metrics": dict}``.
     """
+    main = distributed.world().is_main
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
@@ -206,26 +243,34 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
         start_epoch = ckpt["epoch"] + 1
         best, best_epoch = ckpt["metrics"].get(f"best_{key}"), ckpt["metrics"].get("best_epoch", 0)
         history = list(ckpt["metrics"].get("history", []))
-        print(f"resumed from {resume} at epoch {ckpt['epoch']} (best {key} {best})", flush=True)
-    writer = SummaryWriter(log_dir=args.log_dir)
+        if main:
+            print(f"resumed from {resume} at epoch {ckpt['epoch']} (best {key} {best})", flush=True)
+    net = distributed.wrap(model, device)  # DDP under torchrun (after --resume loaded the weights)
+    writer = SummaryWriter(log_dir=args.log_dir) if main else None
     bad_epochs, t0 = 0, time.perf_counter()
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            tr = train_one_epoch(model, train_loader, task, optimizer, device, epoch, args, scheduler, scaler, writer)
+            _set_epoch(train_loader, epoch)
+            tr = train_one_epoch(net, train_loader, task, optimizer, device, epoch, args, scheduler, scaler, writer)
             va = evaluate(model, val_loader, task, device, args)
             scheduler_step(scheduler, args, per_batch=False, metric=va[task.metric])
             row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()}}
             history.append(row)
             for name, value in (("loss/train", tr["loss"]), ("loss/val", va["loss"]), (f"{task.metric}/train", tr[task.metric]),
                                 (f"{task.metric}/val", va[task.metric]), ("lr", lr)):
-                writer.add_scalar(name, value, epoch)
+                if writer is not None:
+                    writer.add_scalar(name, value, epoch)
             improved = _better(task, va[task.metric], best)
             if improved:
                 best, best_epoch, bad_epochs = va[task.metric], epoch, 0
             else:
                 bad_epochs += 1
             metrics = {**row, f"best_{key}": best, "best_epoch": best_epoch, "history": history}
+            if not main:
+                if args.patience and bad_epochs >= args.patience:
+                    break  # every rank saw the same all-reduced metric, so all stop together
+                continue
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "epoch": epoch, "config": config, "spec": spec.to_dict(), "metrics": metrics}
@@ -239,14 +284,19 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
                 print(f"early stop: no {key} improvement for {args.patience} epochs (best {_fmt(task, best)} at epoch {best_epoch})")
                 break
     finally:
-        writer.close()
-    return _finish(model, splits, task, args, device, out_dir, final_eval, time.perf_counter() - t0, history)
+        if writer is not None:
+            writer.close()
+    distributed.barrier()  # best.pt is complete before any rank reads it
+    try:
+        return _finish(model, splits, task, args, device, out_dir, final_eval, time.perf_counter() - t0, history)
+    finally:
+        distributed.shutdown()
 
 
 def _finish(model: nn.Module, splits: Splits, task: Task, args: argparse.Namespace, device: torch.device,
             out_dir: Path, final_eval: Callable[[nn.Module], dict] | None, seconds: float,
             history: list[dict]) -> dict[str, Any]:
-    """Evaluate the best weights on the test split, add them to best.pt and write metrics.json."""
+    """Evaluate the best weights on the test split, add them to best.pt and write metrics.json (rank 0)."""
     best_path = out_dir / "best.pt"
     ckpt = load_checkpoint(best_path)
     model.load_state_dict(ckpt["model"])
@@ -254,6 +304,8 @@ def _finish(model: nn.Module, splits: Splits, task: Task, args: argparse.Namespa
     if splits.test is not None:
         loader = make_loader(limit(splits.test, args.max_eval_samples), args.batch_size * 2, False, args, device)
         metrics.update({f"test_{k}": v for k, v in evaluate(model, loader, task, device, args).items()})
+    if not distributed.world().is_main:
+        return {"checkpoint": best_path, "metrics": metrics}
     if final_eval is not None:
         metrics.update(final_eval(model))
     metrics["train_seconds"] = seconds

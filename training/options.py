@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import distributed
 from training.data import default_data_dir
 
 
@@ -123,16 +124,24 @@ def select_device(name: str) -> torch.device:
 
 
 def setup_run(args: argparse.Namespace) -> torch.device:
-    """Threads, seeds and the device, chosen once and passed to everything else."""
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    """Threads, seeds and the device, chosen once and passed to everything else.
+
+    Under torchrun this also joins the process group (training/distributed.py): the device becomes
+    ``cuda:LOCAL_RANK`` on GPUs, and the node's cores are shared among its processes.
+    """
+    device = distributed.init(select_device(args.device))
+    w = distributed.world()
+    args.world_size = w.size  # recorded in the checkpoint's config.train
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // w.local_size))
     torch.set_flush_denormal(True)  # tiny gradients late in training otherwise slow CPU math 10-100x
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed = args.seed + w.rank  # rank 0's initial weights are broadcast; other streams (dropout) differ
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     if args.deterministic:
         warnings.warn("--deterministic: deterministic algorithms are slower", stacklevel=2)
         torch.use_deterministic_algorithms(True)
-    return select_device(args.device)
+    return device
 
 
 def json_config(args: argparse.Namespace) -> dict[str, Any]:
