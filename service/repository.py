@@ -48,13 +48,20 @@ class WorkerStatus:
 
 
 def _alive(pid: int) -> bool:
+    """A running process (a killed worker not yet reaped by its parent is a zombie: dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
         return False
-    except PermissionError:  # exists, another user's
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, another user's
+            return True
         return True
-    return True
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zoo-faults-") as tmp:
         tmp = Path(tmp)
         if args.scenario in ("all", "kill-worker"):
-            with Served(home, tmp / "kill.log") as s:
+            with Served(home, tmp / "kill.log", {"MODEL_ZOO_WORKERS": str(args.workers)}) as s:
                 out["kill_worker"] = kill_worker(s, users=args.users)
         if args.scenario in ("all", "sigterm"):
             s = Served(home, tmp / "term.log")
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", default=os.environ.get("BENTOML_HOME", "~/bentoml"), help="BENTOML_HOME with the models")
     p.add_argument("--scenario", choices=("all", "kill-worker", "sigterm", "startup"), default="all")
     p.add_argument("--users", type=int, default=16, help="concurrent closed-loop users")
+    p.add_argument("--workers", type=int, default=2, help="server workers for kill-worker (one is killed)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     try:
