@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -35,7 +35,8 @@ class ForecastBody(BaseModel):
 def parse_forecast(body: bytes) -> ForecastBody:
     """A forecast request body, or a ``BadRequest`` naming the field that is wrong."""
     try:
-        return ForecastBody.model_validate_json(body or b"{}")
+        # strict: "steps": true or "3" is a client's mistake, not 1 or 3 (an int still counts as a float)
+        return ForecastBody.model_validate_json(body or b"{}", strict=True)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "body"
@@ -69,6 +70,8 @@ async def classify(zoo: Any, name: str, uploads: Uploads | None, request: Reques
             return json_response(await model.classify(uploads.files))
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        return Response(status_code=400)
 
 
 async def forecast(zoo: Any, name: str, body: ForecastBody | ServiceError | None, request: Request | None = None,
@@ -85,6 +88,8 @@ async def forecast(zoo: Any, name: str, body: ForecastBody | ServiceError | None
             return json_response({"forecast": values})
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:  # as above
+        return Response(status_code=400)
 
 
 async def classify_route(request: Request) -> Response:
