@@ -77,6 +77,16 @@ def publish_initial(state: SharedState, settings: Settings) -> Desired:
     return state.update_desired(lambda d: d.models.update(models))
 
 
+def _check_names(name: str, version: str | None) -> None:
+    """A name (and version) from a URL or body that a store tag can have, else a 400 naming the rule."""
+    try:
+        check_model_name(name)
+        if version is not None:
+            check_version(version)
+    except InvalidName as exc:
+        raise InvalidModelName(str(exc)) from None
+
+
 @dataclass
 class Served:
     """A model routed to in this worker, with its in-flight request count."""
@@ -229,12 +239,7 @@ class Zoo:
         return (await self._lookup(name, version, False)).model
 
     async def _lookup(self, name: str, version: str | None, alias: bool) -> Served:
-        try:
-            check_model_name(name)
-            if version is not None:
-                check_version(version)
-        except InvalidName as exc:
-            raise InvalidModelName(str(exc)) from None
+        _check_names(name, version)
         served = self.served.get(name)
         if served is None and name in self.loading and name not in self.failures:
             try:  # start-up or a load in progress: wait for it rather than turn the request away
@@ -299,12 +304,7 @@ class Zoo:
 
     async def load(self, name: str, version: str | None = None) -> str:
         """Serve ``name`` (latest or ``version``) on every worker; returns its tag once all serve it."""
-        try:
-            check_model_name(name)
-            if version is not None:
-                check_version(version)
-        except InvalidName as exc:
-            raise InvalidModelName(str(exc)) from None
+        _check_names(name, version)
         entry = await asyncio.to_thread(get_entry, name, version)
         if entry is None:
             what = f"model {name!r}" + (f" version {version!r}" if version else "")
@@ -340,10 +340,7 @@ class Zoo:
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name`` on every worker, after the requests they hold are answered."""
-        try:
-            check_model_name(name)
-        except InvalidName as exc:
-            raise InvalidModelName(str(exc)) from None
+        _check_names(name, None)
         if name not in self.state.read_desired().models and await asyncio.to_thread(get_entry, name) is None:
             raise NotInStore(f"model {name!r} is not in the model store and not served")
         generation = self.state.update_desired(lambda d: (d.models.pop(name, None), d.failures.pop(name, None))).generation
