@@ -1,0 +1,60 @@
+"""The hostile OIP corpus (tests/hostile/oip_corpus.py): in process through the codec, and over HTTP.
+
+Each case once answered a plain-text 500 or cost the server far more than it sent (issue 18); each
+must now be its documented 4xx JSON error, answered quickly, and the server must stay ready. Plus the
+tensors the service *does* accept: flat data and data nested exactly as the shape.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.errors import BadRequest, ServiceError
+from service.oip_codec import parse_infer
+
+sys.path.insert(0, str(Path(__file__).parent / "hostile"))
+import oip_corpus  # noqa: E402
+
+CASES = {c.name: c for c in oip_corpus.cases()}
+CODEC = ["huge-zero-shape", "datatype-list", "int-4301-digits", "nested-100k", "output-params-string",
+         "ragged", "ragged-same-count", "too-many-dims"]  # refused by the codec itself, no model needed
+
+
+@pytest.mark.parametrize("name", CODEC)
+def test_codec_refuses_with_a_named_400(name):
+    case = CASES[name]
+    with pytest.raises(BadRequest) as err:
+        parse_infer(case.body, case.headers.get("inference-header-content-length"))
+    assert case.fragment in err.value.message and len(err.value.message) < 500
+
+
+def test_codec_accepts_flat_and_exactly_nested_data():
+    for data in ([1, 2, 3, 4, 5, 6], [[1, 2], [3, 4], [5, 6]]):
+        req = parse_infer(json.dumps({"inputs": [{"name": "a", "shape": [3, 2], "datatype": "INT32", "data": data}]})
+                          .encode(), None)
+        np.testing.assert_array_equal(req.inputs["a"].value, [[1, 2], [3, 4], [5, 6]])
+    deep = json.dumps({"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [[[0.5], [1.5]]]}]})
+    assert parse_infer(deep.encode(), None).inputs["x"].value.shape == (1, 2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_oip_request_gets_its_documented_answer(zoo_server, name):
+    case = CASES[name]
+    t0 = time.monotonic()
+    r = httpx.post(f"{zoo_server.url}/v2/models/{case.model}/infer", content=case.body,
+                   headers={"content-type": "application/json", **case.headers}, timeout=60)
+    seconds = time.monotonic() - t0
+    assert r.status_code == case.status, r.text[:300]
+    assert r.headers["content-type"].startswith("application/json")
+    assert set(r.json()) == {"error"} and case.fragment in r.json()["error"], r.json()
+    assert len(r.content) < 2000 and seconds < 10, (len(r.content), seconds)  # refused, not computed
+    assert httpx.get(zoo_server.url + "/readyz", timeout=10).status_code == 200
+
