@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service import limits
 from service.errors import BadRequest, ModelUnavailable, NotFound, ServiceError, TooLarge
 from service.models import Forecaster, ImageClassifier, softmax, top_k
 from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
-from service.preprocess import preprocess_many
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
@@ -137,12 +137,12 @@ async def _infer_image(model: ImageClassifier, req: InferRequest) -> dict[str, n
             raise TooLarge(f"input 'images': {len(t.value)} images is over the cap of {limit} (MODEL_ZOO_MAX_IMAGES)")
         if not t.value:
             raise BadRequest("input 'images': no images")
-        x = await asyncio.to_thread(preprocess_many, [(None, b) for b in t.value], model.spec.image,
-                                    model.settings.max_pixels)
+        x = await model.prepare([(None, b) for b in t.value])  # pixel caps per image and per request
     else:
         x = _float_input(req.inputs["input"], [-1, *model.spec.image.input_shape()])
         if len(x) == 0:
             raise BadRequest("input 'input': batch of 0 items")
+        limits.items(len(x), "input 'input'", model.settings)
     return {"logits": await model.logits(np.ascontiguousarray(x))}
 
 
@@ -155,6 +155,7 @@ async def _infer_forecast(model: Forecaster, req: InferRequest) -> dict[str, np.
     n, steps = x.shape[0], x.shape[1]
     if n == 0 or not 1 <= steps <= sq.max_history:
         raise BadRequest(f"input 'x': need N >= 1 and 1 <= T <= {sq.max_history}, got shape {list(x.shape)}")
+    limits.series(n, steps, model.settings)
     feeds = {"x": x, **model.zero_state(n)}
     for s in sq.state_names:
         if s in req.inputs:
@@ -201,7 +202,11 @@ async def infer(request: Request) -> Response:
         header: dict[str, Any] = {"model_name": name, "model_version": model.m.tag.split(":", 1)[-1]}
         if req.id is not None:
             header["id"] = req.id
-        body, headers = encode_response(header, _output_tensors(model, req, results))
+        def encode() -> tuple[bytes, dict[str, str]]:
+            return encode_response(header, _output_tensors(model, req, results))
+
+        large = sum(v.size for v in results.values()) > limits.OFF_LOOP_VALUES
+        body, headers = await asyncio.to_thread(encode) if large else encode()  # the loop keeps answering
         return Response(body, headers=headers)
     except ServiceError as exc:
         return _error(exc)

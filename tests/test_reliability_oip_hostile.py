@@ -58,3 +58,26 @@ def test_hostile_oip_request_gets_its_documented_answer(zoo_server, name):
     assert len(r.content) < 2000 and seconds < 10, (len(r.content), seconds)  # refused, not computed
     assert httpx.get(zoo_server.url + "/readyz", timeout=10).status_code == 200
 
+
+@pytest.mark.slow
+def test_the_largest_accepted_forecast_batch_is_answered_and_the_loop_stays_free(zoo_server):
+    """N x T at the cap (256 x 256): answered in full; /livez answers quickly meanwhile (encoded off the loop)."""
+    import threading
+
+    body, headers = oip_corpus.binary([("x", "FP32", [256, 256, 1], np.zeros(256 * 256, "<f4").tobytes())])
+    live: list[float] = []
+
+    def probe() -> None:
+        for _ in range(10):
+            t0 = time.monotonic()
+            httpx.get(zoo_server.url + "/livez", timeout=30)
+            live.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    r = httpx.post(zoo_server.url + "/v2/models/sine-rnn/infer", content=body, headers=headers, timeout=60)
+    thread.join()
+    assert r.status_code == 200, r.text[:300]
+    y = next(o for o in r.json()["outputs"] if o["name"] == "y")
+    assert y["shape"] == [256, 256, 1] and len(y["data"]) == 256 * 256
+    assert max(live) < 5.0, live

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 
 
 @dataclass
@@ -27,6 +28,13 @@ class Case:
 
 def _tensor(name: str, shape: list, datatype, data) -> dict:
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+def binary(inputs: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, dict[str, str]]:
+    """(name, datatype, shape, raw bytes) tensors -> body and headers of the binary tensor extension."""
+    header = json.dumps({"inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
+                                    for n, d, s, b in inputs]}).encode()
+    return header + b"".join(b for *_, b in inputs), {"inference-header-content-length": str(len(header))}
 
 
 def cases() -> list[Case]:
@@ -55,5 +63,15 @@ def cases() -> list[Case]:
         _tensor("x", [3, 2, 1], "FP32", [[[0.1], [0.2]], [[0.3], [0.4], [0.5], [0.6]], []]), 400, "does not match shape")
     add("too-many-dims", "a shape with 9 dimensions", "mnist-mlp", _tensor("input", [1] * 9, "FP32", [0.0]),
         400, "more than 8 dimensions")
+    # --- small requests asking for huge answers (item 1): sine-rnn and the image tensor path are capped
+    body, headers = binary([("x", "FP32", [1_000_000, 1, 1], np.zeros(1_000_000, "<f4").tobytes())])
+    out.append(Case("sine-batch-1m", "sine-rnn `x` [1000000, 1, 1] (4 MB binary; was a 663 MB answer)", "sine-rnn",
+                    body, 413, "over the cap of 256 per request", headers))
+    body, headers = binary([("x", "FP32", [256, 400, 1], np.zeros(256 * 400, "<f4").tobytes())])
+    out.append(Case("sine-steps", "sine-rnn `x` [256, 400, 1]: N x T over 65536", "sine-rnn", body, 413,
+                    "102400 time steps is over the cap of 65536", headers))
+    body, headers = binary([("input", "FP32", [2000, 784], np.zeros(2000 * 784, "<f4").tobytes())])
+    out.append(Case("image-batch", "mnist-mlp `input` [2000, 784] (6 MB binary)", "mnist-mlp", body, 413,
+                    "2000 items is over the cap of 256", headers))
     return out
 
