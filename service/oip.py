@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -210,6 +210,8 @@ async def infer(request: Request) -> Response:
         return Response(body, headers=headers)
     except ServiceError as exc:
         return _error(exc)
+    except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        return Response(status_code=400)
 
 
 oip_app = Starlette(routes=[

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import bentoml
 from pydantic import Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response, json_response
@@ -54,9 +55,13 @@ class ForecastRequest(bentoml.IODescriptor):
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "ForecastRequest":
-        body = await request.body()
         try:
-            return cls.model_validate_json(body or b"{}")
+            body = await request.body()
+        except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+            body = b""
+        try:
+            # strict: "steps": true or "3" is a client's mistake, not 1 or 3 (an int still counts as a float)
+            return cls.model_validate_json(body or b"{}", strict=True)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err.get("loc", ())) or "body"
@@ -149,8 +154,8 @@ class ModelZoo:
 
 
 # Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
-# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413; innermost, the
-# router's plain-text 404/405 (unknown path, wrong method) become JSON like every other error.
+# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413 (counted as received);
+# innermost, the router's plain-text 404/405 become JSON and its redirects relative.
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)

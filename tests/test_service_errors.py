@@ -96,6 +96,9 @@ def test_body_over_the_size_cap_is_413(zoo_server):
     ('{"history": [0.1, 0.2], "steps": 0}', "'steps' must be between 1 and 50, got 0"),
     ('{"history": [0.1, 0.2], "steps": 51}', "'steps' must be between 1 and 50, got 51"),
     ('{"history": [0.1, 0.2], "steps": 2.5}', "steps"),
+    ('{"history": [0.1, 0.2], "steps": true}', "steps: Input should be a valid integer"),  # not 1
+    ('{"history": [0.1, 0.2], "steps": "3"}', "steps: Input should be a valid integer"),  # not 3
+    ('{"history": [true, 0.2], "steps": 2}', "history.0: Input should be a valid number"),
     ('{"history": "0.1, 0.2", "steps": 2}', "history: Input should be a valid array"),
     ('{"history": [0.1, "a"], "steps": 2}', "history.1"),
     ('{"steps": 2}', "history: Field required"),

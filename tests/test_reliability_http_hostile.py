@@ -1,0 +1,93 @@
+"""Hostile framing, bodies on open routes, forged redirects and idle sockets, over HTTP (issue 18).
+
+Raw requests (tests/hostile/http_corpus.py) against the session's real ``bentoml serve``: each gets its
+documented JSON answer, and a refused body is *not read*: the server answers and closes the connection
+long before the client has sent it all. With a bearer token set (a second server), every route but the
+GET/HEAD probes refuses a body without reading it, and ``/metrics`` needs the token.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "hostile"))
+import http_corpus  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CASES = {c.name: c for c in http_corpus.cases()}
+TOKEN = "hostile-token-0123456789"
+
+
+def port(url: str) -> int:
+    return urlsplit(url).port
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_framing_case_is_answered_without_reading_the_body(zoo_server, name):
+    case = CASES[name]
+    answer = http_corpus.send(port(zoo_server.url), case.head, case.chunked_mib)
+    assert answer.status == case.status, answer
+    assert answer.headers["content-type"].startswith("application/json")
+    assert case.fragment in json.loads(answer.body)["error"]
+    assert answer.closed, "a refused body must not be drained off a kept-alive connection"
+    if case.chunked_mib:
+        assert answer.sent_mib < case.chunked_mib, f"the server read all {answer.sent_mib} MiB before answering"
+    assert httpx.get(zoo_server.url + "/readyz").status_code == 200
+
+
+def test_a_body_within_the_cap_still_streams_through(zoo_server):
+    """Chunked (no Content-Length) and within the cap: counted, not refused, answered by the endpoint."""
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]})
+
+    def chunks():
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000].encode()
+
+    r = httpx.post(zoo_server.url + "/v2/models/mnist-mlp/infer", content=chunks())
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 10]
+
+
+def test_redirect_location_ignores_a_forged_host(zoo_server):
+    r = httpx.get(zoo_server.url + "/metrics/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 307
+    assert r.headers["location"] == "/metrics"  # relative: stays on the host the client connected to
+    r = httpx.get(zoo_server.url + "/v2/health/live/?x=1", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/v2/health/live?x=1"
+
+
+# ------------------------------------------------------------ with a bearer token: a second server
+
+@pytest.fixture(scope="module")
+def token_server(zoo_server, tmp_path_factory):
+    from benchmarks.reliability.server import Served
+    from test_service_harness import sibling_home
+
+    tmp = tmp_path_factory.mktemp("token")
+    env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}
+    with Served(sibling_home(zoo_server, tmp), tmp / "token.log", env) as served:
+        yield served
+
+
+def test_bodies_on_open_routes_need_the_token_and_are_not_read(token_server):
+    for path in ("/livez", "/readyz", "/v2/health/live"):
+        head = f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n".encode()
+        answer = http_corpus.send(token_server.port, head, 40)
+        assert answer.status == 401 and json.loads(answer.body) == {"error": "unauthorized"}, (path, answer)
+        assert answer.closed and answer.sent_mib < 40, (path, answer.sent_mib)
+    for path in ("/livez", "/readyz", "/v2/health/live", "/v2/health/ready"):  # the probes stay open
+        assert httpx.get(token_server.url + path).status_code == 200, path
+        assert httpx.head(token_server.url + path).status_code == 200, path
+
+
+def test_metrics_need_the_token(token_server):
+    r = httpx.get(token_server.url + "/metrics")
+    assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
+    r = httpx.get(token_server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and "bentoml_service_request_total" in r.text
+
