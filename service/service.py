@@ -22,6 +22,7 @@ import bentoml
 from pydantic import Field, ValidationError
 from starlette.requests import ClientDisconnect
 
+from service import metrics_labels
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response, json_response
 from service.json_errors import JsonErrors
@@ -159,5 +160,7 @@ class ModelZoo:
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
+# BentoML's metrics label requests by route template, not raw path (bounded series; service/metrics_labels.py).
+metrics_labels.install(metrics_labels.route_templates(ModelZoo, oip_app))
 
 

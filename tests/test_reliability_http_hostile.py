@@ -91,3 +91,23 @@ def test_metrics_need_the_token(token_server):
     r = httpx.get(token_server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and "bentoml_service_request_total" in r.text
 
+
+def test_metric_labels_stay_bounded_whatever_paths_are_asked_for(token_server):
+    """Unauthenticated unique paths (401) and authenticated unknown model names (404) add no series:
+    requests are labelled by route template, every unknown path by one label."""
+    from service.metrics_labels import CONTRACT, UNMATCHED
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=token_server.url) as client:
+        for i in range(150):
+            client.get(f"/probe-{i:04d}-" + "a" * 2000)  # 401, unique path
+            client.post(f"/v2/models/m{i:04d}/infer", json={}, headers=auth)  # 404, unique model name
+        page = client.get("/metrics", headers=auth).text
+    labels = set()
+    for line in page.splitlines():
+        if line.startswith("bentoml_service_request_total{"):
+            labels.add(line.split('endpoint="', 1)[1].split('"', 1)[0])
+    assert "/v2/models/{name}/infer" in labels and UNMATCHED in labels, labels
+    assert labels <= set(CONTRACT) | {UNMATCHED}, labels - set(CONTRACT)
+    assert "probe-0001" not in page and "m0001" not in page  # no requested path shows up
+    assert len(page) < 200_000, len(page)
