@@ -22,7 +22,7 @@ import bentoml
 from pydantic import Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from service import metrics_labels
+from service import connections, metrics_labels
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError, error_response, json_response
 from service.json_errors import JsonErrors
@@ -160,7 +160,9 @@ class ModelZoo:
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
-# BentoML's metrics label requests by route template, not raw path (bounded series; service/metrics_labels.py).
+# BentoML's metrics label requests by route template, not raw path (bounded series; service/metrics_labels.py),
+# and a connection that sends no complete request headers is closed (service/connections.py).
 metrics_labels.install(metrics_labels.route_templates(ModelZoo, oip_app))
+connections.install(settings().header_timeout_s)
 
 

@@ -9,7 +9,9 @@ GET/HEAD probes refuses a body without reading it, and ``/metrics`` needs the to
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -59,6 +61,47 @@ def test_redirect_location_ignores_a_forged_host(zoo_server):
     assert r.headers["location"] == "/metrics"  # relative: stays on the host the client connected to
     r = httpx.get(zoo_server.url + "/v2/health/live/?x=1", headers={"Host": "evil.example"}, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/v2/health/live?x=1"
+
+
+def test_idle_and_unfinished_header_connections_are_closed(zoo_server):
+    """MODEL_ZOO_HEADER_TIMEOUT_S (10 s by default): silent sockets and headers sent a byte at a time are
+    closed; a kept-alive connection that sends its next request in time is served."""
+    from service.config import Settings
+
+    timeout = Settings().header_timeout_s
+    p = port(zoo_server.url)
+    idle = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
+    slow = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
+    for s in slow:
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: t\r\n")
+    with httpx.Client() as kept:  # one request now, the next before the deadline, on the same connection
+        assert kept.get(zoo_server.url + "/livez").status_code == 200
+        t0 = time.monotonic()
+        closed_at: dict[int, float] = {}
+        while time.monotonic() - t0 < timeout + 8 and len(closed_at) < 8:
+            for i, s in enumerate(idle + slow):
+                if i in closed_at:
+                    continue
+                if i >= 4:
+                    try:
+                        s.sendall(b"X")  # trickle one more byte of an unfinished header line
+                    except OSError:
+                        pass
+                s.settimeout(0.05)
+                try:
+                    if s.recv(64) == b"":
+                        closed_at[i] = time.monotonic() - t0
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed_at[i] = time.monotonic() - t0
+            if 2.0 < time.monotonic() - t0 < 2.6:
+                assert kept.get(zoo_server.url + "/livez").status_code == 200
+            time.sleep(0.25)
+    for s in idle + slow:
+        s.close()
+    assert len(closed_at) == 8, f"still open after {timeout + 8:.0f} s: {8 - len(closed_at)} of 8"
+    assert min(closed_at.values()) > timeout - 3, closed_at  # not before the deadline (opened ~1 s before t0)
 
 
 # ------------------------------------------------------------ with a bearer token: a second server
