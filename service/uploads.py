@@ -126,10 +126,10 @@ class BodyLimit:
             if declared > limit:
                 await _send_json(send, 413, _too_big(declared, limit))
                 return
-        received, finished, refused = 0, False, False
+        received, finished, started, refused, answered = 0, False, False, False, False
 
         async def counted() -> dict:
-            nonlocal received, finished, refused
+            nonlocal received, finished, refused, answered
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
@@ -137,17 +137,16 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
-                    if not started:
+                    if not started:  # else the app's own answer is under way: let it finish
+                        answered = True
                         await _send_json(send, 413, _too_big(received, limit, at_least=True))
-                    return {"type": "http.disconnect"}  # the app stops reading; our 413 is the answer
+                    return {"type": "http.disconnect"}  # the app stops reading
                 finished = not message.get("more_body", False)
             return message
 
-        started = False
-
         async def guarded(message: dict) -> None:
             nonlocal started
-            if refused:
+            if answered:  # our 413 is the answer; whatever the app says after the disconnect is dropped
                 return
             if message["type"] == "http.response.start":
                 started = True
