@@ -14,8 +14,10 @@ from service.errors import TooLarge
 # OIP sine-rnn: time steps (N x T) per request. The step graph answers N x T outputs; at this cap the
 # JSON response is about 1.5 MB, so a 4 MB binary request cannot ask for hundreds of MB of JSON.
 MAX_SERIES_VALUES = 2**16
-# Outputs with more values than this are encoded in a worker thread: the event loop keeps answering.
+# Outputs with more values than this are encoded, and OIP bodies larger than this parsed, in a worker
+# thread: the event loop keeps answering meanwhile.
 OFF_LOOP_VALUES = 4096
+OFF_LOOP_BYTES = 256 * 1024
 # A model's per-image pixel cap: this many decoded pixels per input pixel (28x28 -> 3.2 M, about
 # 2048x1568; a photo of a digit still fits), never above MODEL_ZOO_MAX_PIXELS.
 PIXELS_PER_INPUT_PIXEL = 4096

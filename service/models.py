@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from service import limits
 from service.batching import Batcher
 from service.config import Settings
-from service import limits
 from service.errors import BadRequest, Overloaded
 from service.preprocess import describe, measure, preprocess_many
 from service.runtime import Session, load_session

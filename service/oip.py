@@ -194,7 +194,10 @@ async def infer(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         model = _model(name)
-        req = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+        raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
+        # a large JSON body takes the parser a good part of a second: not on the event loop
+        big = len(raw) > limits.OFF_LOOP_BYTES
+        req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
         if isinstance(model, ImageClassifier):
             results = await _infer_image(model, req)
         else:
@@ -202,6 +205,7 @@ async def infer(request: Request) -> Response:
         header: dict[str, Any] = {"model_name": name, "model_version": model.m.tag.split(":", 1)[-1]}
         if req.id is not None:
             header["id"] = req.id
+
         def encode() -> tuple[bytes, dict[str, str]]:
             return encode_response(header, _output_tensors(model, req, results))
 

@@ -81,3 +81,31 @@ def test_the_largest_accepted_forecast_batch_is_answered_and_the_loop_stays_free
     y = next(o for o in r.json()["outputs"] if o["name"] == "y")
     assert y["shape"] == [256, 256, 1] and len(y["data"]) == 256 * 256
     assert max(live) < 5.0, live
+
+
+@pytest.mark.slow
+def test_a_large_json_body_is_parsed_off_the_event_loop(zoo_server):
+    """~30 MB of JSON numbers (under the body cap): the parse and the 400 happen in a thread, /livez answers."""
+    import threading
+
+    body = b'{"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [' + \
+        b"0," * 14_000_000 + b"0]}]}"
+    live: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            t0 = time.monotonic()
+            httpx.get(zoo_server.url + "/livez", timeout=60)
+            live.append(time.monotonic() - t0)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    t0 = time.monotonic()
+    r = httpx.post(zoo_server.url + "/v2/models/mnist-mlp/infer", content=body, timeout=120)
+    took = time.monotonic() - t0
+    done.set()
+    thread.join()
+    assert r.status_code == 400 and "needs 784 elements" in r.json()["error"], r.text[:300]
+    assert len(live) >= 3 and max(live) < max(0.5 * took, 0.3), (max(live), took)
