@@ -1,9 +1,11 @@
-"""Optional bearer-token authentication (ASGI middleware) for the inference and OIP routes.
+"""Optional bearer-token authentication (ASGI middleware) for every route but the health probes.
 
 Off unless ``MODEL_ZOO_API_TOKEN`` is set (non-empty). When on, every HTTP request must carry
-``Authorization: Bearer <token>``, except the routes that orchestrators and scrapers call without
-credentials: ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and ``/v2/health/*``. Deny by default:
-a route added later is protected without anyone remembering to list it. A missing, malformed or wrong
+``Authorization: Bearer <token>``, except ``GET``/``HEAD`` of the routes orchestrators probe without
+credentials: ``/livez``, ``/readyz``, ``/healthz`` and ``/v2/health/*``. Any other method on them needs
+the token too, so an unauthenticated body is never read on any route. ``/metrics`` needs the token
+(service/README.md says why). Deny by default: a route added later is protected without anyone
+remembering to list it. A missing, malformed or wrong
 token gets the same ``401 {"error": "unauthorized"}`` with ``WWW-Authenticate: Bearer`` -- no detail,
 so the answer does not tell a guesser which part was wrong. Tokens are compared with
 ``hmac.compare_digest`` (time independent of where the first differing byte is).
@@ -23,12 +25,15 @@ import logging
 import os
 from typing import Any
 
+from service.limits import has_body
+
 logger = logging.getLogger("model_zoo.auth")
 
 TOKEN_ENV = "MODEL_ZOO_API_TOKEN"
-# Paths answered without a token: liveness/readiness probes, Prometheus scraping, OIP health.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# Paths answered without a token (GET/HEAD only): liveness/readiness probes, OIP health.
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/v2/health/",)
+OPEN_METHODS = frozenset({"GET", "HEAD"})  # methods without a body: nothing to read before auth
 
 _UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
 _HEADERS = [
@@ -36,6 +41,7 @@ _HEADERS = [
     (b"content-length", str(len(_UNAUTHORIZED)).encode()),
     (b"www-authenticate", b"Bearer"),
 ]
+_CLOSE = [*_HEADERS, (b"connection", b"close")]  # the body was not read: do not drain it off the connection
 
 
 def token_from_env() -> bytes | None:
@@ -74,11 +80,13 @@ class BearerAuth:
             token = token.encode()
         self.token = token if token is not None else token_from_env()
         if self.token:
-            logger.info("bearer-token auth is on (%s); open without a token: %s",
+            logger.info("bearer-token auth is on (%s); open without a token (GET/HEAD): %s",
                         TOKEN_ENV, ", ".join(sorted(OPEN_PATHS)))
 
     def allowed(self, scope: dict) -> bool:
-        if not self.token or is_open(scope.get("path", "/")):
+        if not self.token:
+            return True
+        if is_open(scope.get("path", "/")) and scope.get("method", "GET") in OPEN_METHODS:
             return True
         given = presented_token(scope.get("headers") or [])
         # compare_digest on equal-type bytes; a wrong length also takes the constant-time path
@@ -91,5 +99,5 @@ class BearerAuth:
         if scope["type"] == "websocket":  # no HTTP answer possible: close with "policy violation"
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send({"type": "http.response.start", "status": 401, "headers": _HEADERS})
+        await send({"type": "http.response.start", "status": 401, "headers": _CLOSE if has_body(scope) else _HEADERS})
         await send({"type": "http.response.body", "body": _UNAUTHORIZED})

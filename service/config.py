@@ -8,7 +8,9 @@
 | ``MODEL_ZOO_THREADS`` | cores / workers | intra-op threads per model session on CPU (workers x threads <= cores) |
 | ``MODEL_ZOO_MAX_BODY_MB`` | ``32`` | request body cap, MiB (413 above it) |
 | ``MODEL_ZOO_MAX_IMAGES`` | ``256`` | images per request (413 above it); at most 999 (starlette stops at 1000) |
-| ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs) |
+| ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs); a model's own cap follows its input size (service/limits.py) |
+| ``MODEL_ZOO_MAX_REQUEST_PIXELS`` | ``67108864`` | decoded pixels per request, all images together (4 x 4096x4096) |
+| ``MODEL_ZOO_HEADER_TIMEOUT_S`` | ``10`` | seconds a connection may take to send a request's headers, or sit idle before its first one |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
@@ -96,6 +98,8 @@ class Settings:
     max_body_bytes: int = 32 * 2**20
     max_images: int = 256
     max_pixels: int = 4096 * 4096
+    max_request_pixels: int = 4 * 4096 * 4096
+    header_timeout_s: float = 10.0
     max_batch: int = 128
     max_latency_ms: int = 2000
     warmup_s: float = 0.0
@@ -115,6 +119,8 @@ class Settings:
             max_body_bytes=_int("MODEL_ZOO_MAX_BODY_MB", 32, 1, 4096) * 2**20,
             max_images=_int("MODEL_ZOO_MAX_IMAGES", 256, 1, MULTIPART_HARD_LIMIT - 1),
             max_pixels=_int("MODEL_ZOO_MAX_PIXELS", 4096 * 4096, 64, 2**31),
+            max_request_pixels=_int("MODEL_ZOO_MAX_REQUEST_PIXELS", 4 * 4096 * 4096, 64, 2**40),
+            header_timeout_s=_float("MODEL_ZOO_HEADER_TIMEOUT_S", 10.0, 0.5),
             max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),

@@ -7,6 +7,10 @@ Found by the schemathesis run in tests/test_reliability_fuzz.py. This rewrites o
 405 whose content type is not JSON; JSON errors from the endpoints pass through untouched, and the
 ``Allow`` header of a 405 is kept.
 
+Redirects (Starlette's trailing-slash 307) get a relative ``Location``: Starlette builds an absolute
+one from the request's ``Host`` header, so ``GET /metrics/`` with ``Host: evil.example`` sent clients
+(and caches keyed on the URL) to another host.
+
 Wiring (service/service.py)::
 
     ModelZoo.add_asgi_middleware(JsonErrors)
@@ -16,8 +20,17 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 REWRITTEN = {404, 405}
+REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def relative(location: bytes) -> bytes:
+    """``http://any.host/path?q`` -> ``/path?q`` (RFC 9110 allows a relative Location)."""
+    parts = urlsplit(location.decode("latin-1"))
+    path = "/" + parts.path.lstrip("/")  # "//evil.example" would still be another host
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
 
 def message(status: int, method: str, path: str, allow: str | None) -> str:
@@ -40,6 +53,9 @@ class JsonErrors:
 
         async def wrapped(msg: dict) -> None:
             nonlocal rewriting
+            if msg["type"] == "http.response.start" and msg["status"] in REDIRECTS:
+                msg = {**msg, "headers": [(k, relative(v) if k.lower() == b"location" else v)
+                                          for k, v in msg.get("headers", [])]}
             if msg["type"] == "http.response.start" and msg["status"] in REWRITTEN:
                 headers = {k.lower(): v for k, v in msg.get("headers", [])}
                 if not headers.get(b"content-type", b"").startswith(b"application/json"):

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from service import limits
 from service.batching import Batcher
 from service.config import Settings
 from service.errors import BadRequest, Overloaded
-from service.preprocess import preprocess_many
+from service.preprocess import describe, measure, preprocess_many
 from service.runtime import Session, load_session
 from service.spec import Spec
 from service.store import read_spec
@@ -27,8 +28,8 @@ from service.store import read_spec
 logger = logging.getLogger("model_zoo.models")
 
 TOP_K = 5  # entries in "top_k" (fewer when the model has fewer classes)
-# Uploads up to this many bytes are decoded on the event loop: measured here, a 28x28 PNG takes
-# ~0.1 ms, less than handing it to a worker thread; larger ones go to a thread.
+# Uploads up to this many bytes that also decode to few pixels (limits.INLINE_DECODE_PIXELS) are
+# decoded on the event loop: a 28x28 PNG costs less than a thread hop; the rest go to a thread.
 INLINE_DECODE_BYTES = 16 * 1024
 
 
@@ -78,8 +79,29 @@ class ImageClassifier:
         """Through the adaptive batcher (batched with other requests)."""
         return await self.batcher(x)
 
+    @property
+    def pixel_cap(self) -> int:
+        """Decoded pixels per image: follows the model's input size, at most MODEL_ZOO_MAX_PIXELS."""
+        return limits.image_pixel_cap(self.spec.image.height, self.spec.image.width, self.settings)
+
+    def measure(self, files: list[tuple[str | None, bytes]]) -> int:
+        """Decoded pixels of the request, from the files' headers; 413 over a per-image or per-request cap."""
+        cap = self.pixel_cap
+        total = sum(measure(data, describe(i, name), cap) for i, (name, data) in enumerate(files))
+        limits.request_pixels(total, self.settings)
+        return total
+
     def preprocess(self, files: list[tuple[str | None, bytes]]) -> np.ndarray:
-        return preprocess_many(files, self.spec.image, self.settings.max_pixels)
+        self.measure(files)
+        return preprocess_many(files, self.spec.image, self.pixel_cap)
+
+    async def prepare(self, files: list[tuple[str | None, bytes]]) -> np.ndarray:
+        """Encoded files -> model input; decoded on the loop only when small in bytes *and* in pixels
+        (a 702-byte WebP can decode to 16 M pixels), otherwise in a thread so the loop keeps answering."""
+        if sum(len(data) for _, data in files) <= INLINE_DECODE_BYTES and \
+                self.measure(files) <= limits.INLINE_DECODE_PIXELS:
+            return preprocess_many(files, self.spec.image, self.pixel_cap)
+        return await asyncio.to_thread(self.preprocess, files)
 
     def postprocess(self, logits: np.ndarray) -> list[dict[str, Any]]:
         probs = softmax(logits)
@@ -90,11 +112,7 @@ class ImageClassifier:
         return out
 
     async def classify(self, files: list[tuple[str | None, bytes]]) -> list[dict[str, Any]]:
-        if sum(len(data) for _, data in files) <= INLINE_DECODE_BYTES:
-            x = self.preprocess(files)  # ~0.1 ms for a small PNG: cheaper than a thread hop
-        else:
-            x = await asyncio.to_thread(self.preprocess, files)  # large decodes: keep the loop free
-        return self.postprocess(await self.logits(x))
+        return self.postprocess(await self.logits(await self.prepare(files)))
 
     def _single_threaded(self) -> None:
         """A model cheap enough to run on the event loop also runs on one ORT thread: at ~20 us per
@@ -145,6 +163,7 @@ class ImageClassifier:
 class Forecaster:
     def __init__(self, loaded: Loaded, settings: Settings) -> None:
         self.m = loaded
+        self.settings = settings
         self.spec = loaded.spec
         self.seq = loaded.spec.sequence
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service import limits
 from service.errors import (
     BadRequest, InvalidModelName, ModelUnavailable, NotInStore, ServiceError, TooLarge, error_response,
 )
 from service.models import Forecaster, ImageClassifier, softmax, top_k
 from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
-from service.preprocess import preprocess_many
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
@@ -137,12 +137,12 @@ async def _infer_image(model: ImageClassifier, req: InferRequest) -> dict[str, n
             raise TooLarge(f"input 'images': {len(t.value)} images is over the cap of {limit} (MODEL_ZOO_MAX_IMAGES)")
         if not t.value:
             raise BadRequest("input 'images': no images")
-        x = await asyncio.to_thread(preprocess_many, [(None, b) for b in t.value], model.spec.image,
-                                    model.settings.max_pixels)
+        x = await model.prepare([(None, b) for b in t.value])  # pixel caps per image and per request
     else:
         x = _float_input(req.inputs["input"], [-1, *model.spec.image.input_shape()])
         if len(x) == 0:
             raise BadRequest("input 'input': batch of 0 items")
+        limits.items(len(x), "input 'input'", model.settings)
     return {"logits": await model.logits(np.ascontiguousarray(x))}
 
 
@@ -155,6 +155,7 @@ async def _infer_forecast(model: Forecaster, req: InferRequest) -> dict[str, np.
     n, steps = x.shape[0], x.shape[1]
     if n == 0 or not 1 <= steps <= sq.max_history:
         raise BadRequest(f"input 'x': need N >= 1 and 1 <= T <= {sq.max_history}, got shape {list(x.shape)}")
+    limits.series(n, steps, model.settings)
     feeds = {"x": x, **model.zero_state(n)}
     for s in sq.state_names:
         if s in req.inputs:
@@ -193,7 +194,10 @@ async def infer(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         async with _zoo().use(name, _version(request)) as model:
-            req = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+            raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
+            # a large JSON body takes the parser a good part of a second: not on the event loop
+            big = len(raw) > limits.OFF_LOOP_BYTES
+            req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
             if isinstance(model, ImageClassifier):
                 results = await _infer_image(model, req)
             else:
@@ -201,10 +205,17 @@ async def infer(request: Request) -> Response:
             header: dict[str, Any] = {"model_name": name, "model_version": model.m.version}
             if req.id is not None:
                 header["id"] = req.id
-            body, headers = encode_response(header, _output_tensors(model, req, results))
+
+            def encode() -> tuple[bytes, dict[str, str]]:
+                return encode_response(header, _output_tensors(model, req, results))
+
+            large = sum(v.size for v in results.values()) > limits.OFF_LOOP_VALUES
+            body, headers = await asyncio.to_thread(encode) if large else encode()  # the loop keeps answering
             return Response(body, headers=headers)
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        return Response(status_code=400)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -231,6 +242,8 @@ async def repository_index(request: Request) -> Response:
         return JSONResponse(await asyncio.to_thread(_zoo().index, ready))
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:  # as in infer
+        return Response(status_code=400)
 
 
 async def repository_load(request: Request) -> Response:
@@ -252,6 +265,8 @@ async def repository_load(request: Request) -> Response:
         return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:
+        return Response(status_code=400)
 
 
 async def repository_unload(request: Request) -> Response:
@@ -263,6 +278,8 @@ async def repository_unload(request: Request) -> Response:
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})
     except ServiceError as exc:
         return error_response(exc)
+    except ClientDisconnect:
+        return Response(status_code=400)
 
 
 ROUTES = [

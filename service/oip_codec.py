@@ -47,25 +47,44 @@ class InferRequest:
     id: str | None
 
 
+MAX_DIMS = 8  # no served model takes more than 3; a long shape list is only work for the parser
+MAX_DIM = 2**31 - 1  # numpy refuses sizes past this (a 500 if it reached np.reshape)
+
+
 def _shape(raw: Any, name: str) -> list[int]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers, got {_short(raw)}")
+    if len(raw) > MAX_DIMS or any(d > MAX_DIM for d in raw):
+        raise BadRequest(f"input {name!r}: shape {_short(raw)} has more than {MAX_DIMS} dimensions or a dimension "
+                         f"over {MAX_DIM}")
     return raw
 
 
-def _flatten(data: Any) -> list[Any]:
+def _short(value: Any, limit: int = 80) -> str:
+    """A client's value for an error message, cut so a huge one cannot make the answer huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _flatten(data: Any, shape: list[int], name: str) -> list[Any]:
+    """``data`` flat (row-major, as KServe allows) or nested exactly as ``shape``; ragged nesting is a 400."""
     if not isinstance(data, list):
         return [data]
+    if not any(isinstance(item, list) for item in data):
+        return data
     out: list[Any] = []
-    stack = [iter(data)]
+    stack = [(data, 0)]  # (list, its depth); iterative: the nesting depth is the client's choice
     while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
+        items, depth = stack.pop()
+        if depth >= len(shape) or len(items) != shape[depth]:
+            raise BadRequest(f"input {name!r}: nested 'data' does not match shape {shape} (ragged or wrongly "
+                             "nested lists); send it nested exactly as the shape, or flat")
+        if depth == len(shape) - 1:
+            if any(isinstance(item, list) for item in items):
+                raise BadRequest(f"input {name!r}: nested 'data' does not match shape {shape}: nested deeper than it")
+            out.extend(items)
         else:
-            stack.pop()
+            stack.extend((item if isinstance(item, list) else [item], depth + 1) for item in reversed(items))
     return out
 
 
@@ -85,7 +104,7 @@ def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
 def _json_values(tensor: dict[str, Any], name: str, datatype: str, count: int) -> Any:
     if "data" not in tensor:
         raise BadRequest(f"input {name!r}: no 'data' (and no parameters.binary_data_size)")
-    flat = _flatten(tensor["data"])
+    flat = _flatten(tensor["data"], tensor["shape"], name)
     if len(flat) != count:
         raise BadRequest(f"input {name!r}: shape {tensor['shape']} needs {count} elements, 'data' has {len(flat)}")
     if datatype == "BYTES":
@@ -120,8 +139,11 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         split = len(body)
     try:
         header = json.loads(body[:split])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"inference request header is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8 and an integer literal past Python's digit limit;
+        # RecursionError: nesting deeper than the parser's recursion limit
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest(f"inference request header is not valid JSON: {reason}") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise BadRequest("inference request must be a JSON object with a non-empty 'inputs' list")
     blob, pos = body[split:], 0
@@ -131,8 +153,9 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
             raise BadRequest(f"inputs[{i}] must be an object with a 'name'")
         name = t["name"]
         datatype = t.get("datatype")
-        if datatype not in DTYPES and datatype != "BYTES":
-            raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
+        if not isinstance(datatype, str) or (datatype not in DTYPES and datatype != "BYTES"):
+            raise BadRequest(f"input {name!r}: unknown datatype {_short(datatype)}; "
+                             f"one of {', '.join([*DTYPES, 'BYTES'])}")
         shape = _shape(t.get("shape"), name)
         count = math.prod(shape)
         params = t.get("parameters") or {}
@@ -153,7 +176,10 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         else:
             value = _json_values(t, name, datatype, count)
         if datatype != "BYTES":
-            value = value.reshape(shape)
+            try:
+                value = value.reshape(shape)
+            except ValueError as exc:
+                raise BadRequest(f"input {name!r}: cannot shape the data as {shape}: {exc}") from None
         if name in inputs:
             raise BadRequest(f"input {name!r} given twice")
         inputs[name] = Tensor(name, datatype, shape, value, params if isinstance(params, dict) else {})
@@ -163,6 +189,9 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     outputs = header.get("outputs") or []
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    for o in outputs:
+        if not isinstance(o.get("parameters") or {}, dict):
+            raise BadRequest(f"output {o['name']!r}: 'parameters' must be an object, got {_short(o['parameters'])}")
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")

@@ -20,8 +20,9 @@ from typing import Any
 import bentoml
 from pydantic import Field
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 
-from service import rest
+from service import connections, metrics_labels, rest
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError
 from service.families import FAMILIES, Family
@@ -58,6 +59,8 @@ class ForecastRequest(bentoml.IODescriptor):
     async def from_http_request(cls, request: Any, serde: Any) -> "ForecastRequest":
         try:
             body = rest.parse_forecast(await request.body())
+        except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+            return cls.model_construct(history=BadRequest("the request body was cut off"), steps=0)
         except BadRequest as problem:
             return cls.model_construct(history=problem, steps=0)  # the endpoint answers with it
         return cls.model_construct(history=body.history, steps=body.steps)
@@ -105,6 +108,9 @@ class _ModelZoo:
 
 for _family in FAMILIES.values():
     setattr(_ModelZoo, _family.route, family_route(_family))
+# Per-model REST, the Open Inference Protocol and Triton's repository extension (routes BentoML's API
+# decorators cannot express: a model name in the path); BentoML mounts it passively at /.
+MODELS_APP = Starlette(routes=[*OIP_ROUTES, *rest.ROUTES])
 
 ModelZoo = bentoml.service(
     name="model_zoo",
@@ -115,13 +121,17 @@ ModelZoo = bentoml.service(
     # "Per-request overhead"): off for the inference routes; a BentoML config file turns them back on.
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/classify_", "/forecast_", "/models/", "/v2/models/"]},
-)(bentoml.asgi_app(Starlette(routes=[*OIP_ROUTES, *rest.ROUTES]), path="/", name="models")(_ModelZoo))
+)(bentoml.asgi_app(MODELS_APP, path="/", name="models")(_ModelZoo))
 # `bentoml build` packs the models the service starts with.
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
 # Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
-# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413; innermost, the
-# router's plain-text 404/405 (unknown path, wrong method) become JSON like every other error.
+# off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413 (counted as received);
+# innermost, the router's plain-text 404/405 become JSON and its redirects relative.
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
+# BentoML's metrics label requests by route template, not raw path (bounded series; service/metrics_labels.py),
+# and a connection that sends no complete request headers is closed (service/connections.py).
+metrics_labels.install(metrics_labels.route_templates(ModelZoo, MODELS_APP))
+connections.install(settings().header_timeout_s)

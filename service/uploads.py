@@ -20,9 +20,11 @@ import bentoml
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from service.config import Settings
 from service.errors import BadRequest, ServiceError, TooLarge
+from service.limits import has_body
 
 FIELD = "images"  # the multipart field (DESIGN.md)
 
@@ -62,6 +64,8 @@ async def read_uploads(request: Any, max_images: int) -> Uploads:
     try:
         # max_files: our cap, so over-cap requests are refused while parsing (starlette stops at once)
         form = await request.form(max_files=max_images, max_fields=max_images + 16)
+    except ClientDisconnect:  # gone, or cut off by BodyLimit (which has answered 413 already)
+        return Uploads(error=BadRequest("the client disconnected before the body was complete"))
     except (MultiPartException, HTTPException) as exc:
         message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
         if "Too many files" in message:
@@ -84,10 +88,15 @@ async def read_uploads(request: Any, max_images: int) -> Uploads:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 JSON before the app runs.
+    """ASGI middleware: request bodies over ``max_bytes`` get 413 JSON; conflicting framing gets 400.
 
-    Content-Length is checked first; chunked bodies are read up to the cap, then replayed to the app
-    (so the app still streams them as usual). Only requests that carry a body are touched.
+    It counts the bytes actually received, on every method: a declared ``Content-Length`` only lets a
+    request be refused before any of it is read (h11 frames a body by ``Transfer-Encoding`` when both
+    headers come, so a small declared length proved nothing). A request with both is refused (RFC 9112
+    6.3 allows it; it is how request smuggling starts). Nothing is buffered here: the app streams the
+    body as usual, and once the count passes the cap the app sees the client disconnect and the client
+    gets the 413. A response sent before the body was read in full closes the connection, so an unread
+    body is not drained off a kept-alive connection.
     """
 
     def __init__(self, app: Any, max_bytes: int | None = None) -> None:
@@ -98,47 +107,54 @@ class BodyLimit:
         return self.max_bytes if self.max_bytes is not None else settings().max_body_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope["type"] != "http" or not has_body(scope):
             await self.app(scope, receive, send)
             return
         limit = self._limit()
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
-                await _send_json(send, 400, f"invalid Content-Length header {declared.decode(errors='replace')!r}")
-                return
-            if too_big:
-                await _send_json(send, 413, _too_big(int(declared), limit))
-                return
-            await self.app(scope, receive, send)
+        headers = scope.get("headers") or []
+        lengths = [v for k, v in headers if k == b"content-length"]
+        if lengths and any(k == b"transfer-encoding" for k, _ in headers):
+            await _send_json(send, 400, "conflicting framing headers: Content-Length together with "
+                             "Transfer-Encoding; send one of them")
             return
-        chunks, total = [], 0
-        while True:
+        if lengths:
+            try:
+                declared = int(lengths[0])
+            except ValueError:
+                await _send_json(send, 400, f"invalid Content-Length header {lengths[0].decode(errors='replace')!r}")
+                return
+            if declared > limit:
+                await _send_json(send, 413, _too_big(declared, limit))
+                return
+        received, finished, started, refused, answered = 0, False, False, False, False
+
+        async def counted() -> dict:
+            nonlocal received, finished, refused, answered
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                await _send_json(send, 413, _too_big(total, limit, at_least=True))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not started:  # else the app's own answer is under way: let it finish
+                        answered = True
+                        await _send_json(send, 413, _too_big(received, limit, at_least=True))
+                    return {"type": "http.disconnect"}  # the app stops reading
+                finished = not message.get("more_body", False)
+            return message
 
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def guarded(message: dict) -> None:
+            nonlocal started
+            if answered:  # our 413 is the answer; whatever the app says after the disconnect is dropped
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                if not finished:
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
 
-        await self.app(scope, replay, send)
+        await self.app(scope, counted, guarded)
 
 
 def _too_big(size: int, limit: int, at_least: bool = False) -> str:
@@ -147,7 +163,9 @@ def _too_big(size: int, limit: int, at_least: bool = False) -> str:
 
 
 async def _send_json(send: Any, status: int, message: str) -> None:
+    """A refusal sent before the body was read: ``connection: close`` so the body is not drained."""
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

@@ -48,11 +48,22 @@ def test_open_paths_need_no_token(monkeypatch):
     c = client(TOKEN, monkeypatch)
     assert c.get("/v2/health/live").status_code == 200
     assert c.get("/v2/health/live/").status_code in (200, 307)  # trailing slash: starlette redirect, not 401
-    for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready", "/v2/health/anything"):
+    for path in ("/livez", "/readyz", "/v2/health/ready", "/v2/health/anything"):
         assert is_open(path), path
     for path in ("/", "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
-                 "/v2/healthz", "/metricsx", "/v2/models/mnist-mlp/ready"):
+                 "/v2/healthz", "/metrics", "/metricsx", "/v2/models/mnist-mlp/ready"):
         assert not is_open(path), path
+
+
+def test_open_paths_are_open_to_get_and_head_only(monkeypatch):
+    """A body on an open path needs the token too (it is refused before it is read), so is /metrics."""
+    c = client(TOKEN, monkeypatch)
+    assert c.head("/v2/health/live").status_code == 200
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        r = c.request(method, "/v2/health/live", content=b"x" * 1000)
+        assert_refused(r)
+        assert r.headers["connection"] == "close"  # the unread body is not drained off the connection
+    assert_refused(c.get("/metrics"))
 
 
 @pytest.mark.parametrize("headers", [
@@ -127,9 +138,11 @@ def test_token_auth_over_http(zoo_server, tmp_path):
     infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [0.0] * 784}]}
     env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp"}
     with Served(store, tmp_path / "auth.log", env) as s:
-        for path in ("/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
-            assert httpx.get(s.url + path).status_code == 200, path  # probes and scrapers need no token
+        for path in ("/livez", "/readyz", "/v2/health/live", "/v2/health/ready"):
+            assert httpx.get(s.url + path).status_code == 200, path  # probes need no token
         good = {"Authorization": f"Bearer {TOKEN}"}
+        assert_refused(httpx.get(s.url + "/metrics"))  # the scraper sends the token (service/README.md)
+        assert httpx.get(s.url + "/metrics", headers=good).status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             assert_refused(httpx.post(s.url + "/classify_digit", files=files, headers=headers))
             assert_refused(httpx.post(s.url + "/v2/models/mnist-mlp/infer", json=infer, headers=headers))

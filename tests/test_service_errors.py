@@ -43,7 +43,7 @@ def upload_cases(digit: bytes) -> dict[str, tuple[list, int, str]]:
         "truncated png": ([f("cut.png", digit[: len(digit) // 2])], 400, "('cut.png'): corrupt or truncated"),
         "bad file among good": ([f("ok.png", digit), f("ok2.png", digit), f("bad.gif", b"GIF89a\x00")], 400, "images[2] ('bad.gif')"),
         "decompression bomb": ([f("bomb.png", png(Image.new("1", (20000, 20000))))], 413, "('bomb.png'): refused as a decompression bomb"),
-        "over the pixel cap": ([f("big.png", png(Image.new("L", (5000, 4000))))], 413, "over the cap of 16777216 pixels"),
+        "over the pixel cap": ([f("big.png", png(Image.new("L", (5000, 4000))))], 413, "over the cap of 3211264 pixels"),  # the 28x28 model's own cap
         "too many images": ([f(f"{i}.png", digit) for i in range(257)], 413, "too many images in one request: the cap is 256"),
         "over 1000 parts": ([f(f"{i}.png", digit) for i in range(1001)], 413, "too many images"),
         "text field, not a file": ([("images", (None, "http://169.254.169.254/latest"))], 400, "images[0] is a text field"),
@@ -96,6 +96,9 @@ def test_body_over_the_size_cap_is_413(zoo_server):
     ('{"history": [0.1, 0.2], "steps": 0}', "'steps' must be between 1 and 50, got 0"),
     ('{"history": [0.1, 0.2], "steps": 51}', "'steps' must be between 1 and 50, got 51"),
     ('{"history": [0.1, 0.2], "steps": 2.5}', "steps"),
+    ('{"history": [0.1, 0.2], "steps": true}', "steps: Input should be a valid integer"),  # not 1
+    ('{"history": [0.1, 0.2], "steps": "3"}', "steps: Input should be a valid integer"),  # not 3
+    ('{"history": [true, 0.2], "steps": 2}', "history.0: Input should be a valid number"),
     ('{"history": "0.1, 0.2", "steps": 2}', "history: Input should be a valid array"),
     ('{"history": [0.1, "a"], "steps": 2}', "history.1"),
     ('{"steps": 2}', "history: Field required"),

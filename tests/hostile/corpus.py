@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGIT = ROOT / "service" / "examples" / "digit7.png"  # a real MNIST test digit, 28x28 L
 MAX_BODY = 32 * 2**20  # the service's default MODEL_ZOO_MAX_BODY_MB, in bytes
 MAX_IMAGES = 256  # the default MODEL_ZOO_MAX_IMAGES
+MODEL_PIXELS = 4096 * 28 * 28  # mnist-mlp's own per-image cap (service/limits.py: 4096 per input pixel)
 
 
 @dataclass
@@ -141,8 +142,15 @@ def cases() -> list[Case]:
         Case("png-bomb", "1-bit PNG 20000x20000 (400 M pixels, ~50 KiB)", 413, "('bomb.png'):", up("bomb.png", png_bomb(20000, 20000))),
         Case("gif-screen-bomb", "GIF with a 65535x65535 logical screen", 413, "('screen.gif'):",
              up("screen.gif", gif_screen_bomb(), "image/gif")),
-        Case("over-pixel-cap", "PNG 5000x4000 (20 M pixels, over the 16.7 M cap)", 413, "over the cap of 16777216 pixels",
-             up("big.png", encode(Image.new("L", (5000, 4000)), "PNG"))),
+        Case("over-pixel-cap", "PNG 5000x4000 (20 M pixels, over the 28x28 model's 3.2 M cap)", 413,
+             f"over the cap of {MODEL_PIXELS} pixels", up("big.png", encode(Image.new("L", (5000, 4000)), "PNG"))),
+        # --- decoded size: tiny files that decode to huge images, refused from their headers
+        Case("webp-4096-lossless", "lossless WebP 4096x4096 (702 bytes, 16.7 M pixels)", 413,
+             f"('w.webp'): 4096x4096 = 16777216 pixels is over the cap of {MODEL_PIXELS}",
+             up("w.webp", encode(Image.new("L", (4096, 4096)), "WEBP", lossless=True), "image/webp")),
+        Case("request-pixel-budget", "40 PNGs of 1500x1500 (2 KiB each, 90 M pixels in all)", 413,
+             "over the cap of 67108864 per request (MODEL_ZOO_MAX_REQUEST_PIXELS)",
+             files=[(f"{i}.png", encode(Image.new("L", (1500, 1500)), "PNG"), "image/png") for i in range(40)]),
         # --- unusual but valid images: 200, the same answer as the plain PNG of the same pixels
         Case("png-16bit", "16-bit grayscale PNG", 200, files=up("g16.png", encode(Image.fromarray(arr16), "PNG")), same_as=png),
         Case("jpeg-cmyk", "CMYK JPEG", 200, files=up("cmyk.jpg", encode(img.convert("CMYK"), "JPEG", quality=100), "image/jpeg")),
