@@ -114,9 +114,13 @@ def check_token_required(url: str, digits: list[tuple[str, bytes, int]]) -> str:
     return "auth: an upload without the bearer token is refused with 401"
 
 
-def check_metrics(url: str, names: list[str]) -> str:
-    """Every metric name in ``names`` is exported at ``url/metrics``."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+def check_metrics(url: str, names: list[str], token: str | None = None) -> str:
+    """Every metric name in ``names`` is exported at ``url/metrics`` (behind the token when one is set)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.get(f"{url}/metrics", timeout=30, headers=headers)
+    if resp.status_code != 200:
+        raise CheckError(f"metrics: {url}/metrics answered HTTP {resp.status_code}")
+    text = resp.text
     missing = [n for n in names if not re.search(rf"^{re.escape(n)}[{{ ]", text, re.MULTILINE)]
     if missing:
         raise CheckError(f"metrics: {url}/metrics has no {missing}")
@@ -160,7 +164,7 @@ def run_checks(container: str, reference: str, data_dir: Path, count: int, ready
     err = max(abs(a - b) for a, b in zip(got_f, truth))
     lines.append(f"forecast_sine: 10 steps, container == reference; max |forecast - sin| = {err:.3f}")
     if metrics:
-        lines.append(check_metrics(container, metrics))
+        lines.append(check_metrics(container, metrics, token))
     return lines
 
 
