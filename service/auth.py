@@ -2,7 +2,9 @@
 
 Off unless ``MODEL_ZOO_API_TOKEN`` is set (non-empty). When on, every HTTP request must carry
 ``Authorization: Bearer <token>``, except the routes that orchestrators and scrapers call without
-credentials: ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and ``/v2/health/*``. Deny by default:
+credentials: ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and ``/v2/health/*``, and the static
+front page and browser demo (``/``, ``/ui``, ``/ui/<file>``: no data in them, and the page must load to
+ask for the token; the model list and answers it shows come from protected routes). Deny by default:
 a route added later is protected without anyone remembering to list it. A missing, malformed or wrong
 token gets the same ``401 {"error": "unauthorized"}`` with ``WWW-Authenticate: Bearer`` -- no detail,
 so the answer does not tell a guesser which part was wrong. Tokens are compared with
@@ -29,6 +31,9 @@ TOKEN_ENV = "MODEL_ZOO_API_TOKEN"
 # Paths answered without a token: liveness/readiness probes, Prometheus scraping, OIP health.
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/v2/health/",)
+# static pages (service/ui.py): the front page, the demo and its files, one path segment under /ui/
+UI_PATHS = frozenset({"/", "/ui"})
+UI_PREFIX = "/ui/"
 
 _UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
 _HEADERS = [
@@ -47,6 +52,8 @@ def token_from_env() -> bytes | None:
 def is_open(path: str) -> bool:
     """Health and metrics routes stay reachable without a token."""
     path = path.rstrip("/") or "/"
+    if path in UI_PATHS or (path.startswith(UI_PREFIX) and "/" not in path[len(UI_PREFIX):]):
+        return True
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 

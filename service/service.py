@@ -21,7 +21,7 @@ import bentoml
 from pydantic import Field
 from starlette.applications import Starlette
 
-from service import rest
+from service import rest, ui
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError
 from service.families import FAMILIES, Family
@@ -115,7 +115,7 @@ ModelZoo = bentoml.service(
     # "Per-request overhead"): off for the inference routes; a BentoML config file turns them back on.
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/classify_", "/forecast_", "/models/", "/v2/models/"]},
-)(bentoml.asgi_app(Starlette(routes=[*OIP_ROUTES, *rest.ROUTES]), path="/", name="models")(_ModelZoo))
+)(bentoml.asgi_app(Starlette(routes=[*OIP_ROUTES, *rest.ROUTES, *ui.ROUTES]), path="/", name="models")(_ModelZoo))
 # `bentoml build` packs the models the service starts with.
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
