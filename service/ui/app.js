@@ -57,6 +57,7 @@ function selectModel(name) {
 async function timed(call) {
   const name = current.name;
   const meta = api(`/v2/models/${encodeURIComponent(name)}`);
+  meta.catch(() => {});  // awaited below; a failed inference call must not leave it unhandled
   const started = performance.now();
   const answer = await call(name);
   const ms = performance.now() - started;  // the inference call alone, request to parsed answer
