@@ -51,7 +51,8 @@ def test_open_paths_need_no_token(monkeypatch):
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready", "/v2/health/anything",
                  "/", "/ui", "/ui/", "/ui/app.js", "/ui/nope.txt"):  # static pages: they hold no data
         assert is_open(path), path
-    for path in ("/ui/x/app.js", "/uix", "/ui/../classify_digit/x", "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
+    for path in ("/ui/x/app.js", "/uix", "/ui/../classify_digit/x",
+                 "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
                  "/v2/healthz", "/metricsx", "/v2/models/mnist-mlp/ready"):
         assert not is_open(path), path
 

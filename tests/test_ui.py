@@ -297,5 +297,10 @@ def test_page_asks_for_the_token(zoo_server, browser, tmp_path):
         page.el("token-form").submit()
         page.wait.until(lambda d: page.el("model").get_attribute("value") == "sine-rnn")
         assert not page.el("token-box").is_displayed() and not page.el("error").is_displayed()
+        page.open("/")  # the token is kept for the tab: the front page lists the models with it
+        assert [e.text for e in page.d.find_elements("css selector", "#models td code")] == ["POST /models/sine-rnn/forecast"]
+        page.d.execute_script("sessionStorage.clear()")
+        page.open("/")
+        assert page.el("token-box").is_displayed() and "401" in page.el("error").text
     finally:
         stop_server(proc)
