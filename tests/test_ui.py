@@ -232,6 +232,12 @@ def test_demo_in_a_real_browser(zoo_server, browser, tmp_path):
     assert error.startswith("413: ") and "huge.png" in error and not label, error
     assert _upload(page, tmp_path / name) == (expected, "")
 
+    # an image model: no drawing pad; an RGB photo answered with the model's own class names
+    page.pick("transfer-resnet18")
+    assert page.el("image-panel").is_displayed() and not page.el("draw-panel").is_displayed()
+    label, error = _upload(page, wide)
+    assert label in zoo_server.classes and not error and set(page.top5()) == set(zoo_server.classes)
+
 
 def test_forecast_in_a_real_browser(zoo_server, browser):
     page = Page(browser, zoo_server.url)
