@@ -12,7 +12,7 @@ PORT   ?= 3000
 DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export DATA_DIR
 
-.PHONY: help install kubectl serve test models bench container-test clean
+.PHONY: help install kubectl chromium serve test models bench container-test clean
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (trains quick models if missing)"
@@ -22,7 +22,7 @@ help:
 	@echo "make container-test  build the OCI image, run it and check its answers"
 	@echo "make clean           remove the venv, build outputs and caches"
 
-install: $(STAMP) $(SCAN_STAMP) kubectl
+install: $(STAMP) $(SCAN_STAMP) kubectl chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,12 +40,17 @@ kubectl:
 	@command -v kubectl >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubernetes-client; }
 
+# tests/test_ui.py drives the browser demo in headless Chromium: Debian's chromium and its chromedriver.
+chromium:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
 serve: $(STAMP)
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.examples --port $(PORT)
 	$(BIN)/bentoml serve service.service:ModelZoo --port $(PORT) --host 127.0.0.1
 
-test: $(STAMP) $(SCAN_STAMP) kubectl
+test: $(STAMP) $(SCAN_STAMP) kubectl chromium
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest
 
 models: $(STAMP)

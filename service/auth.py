@@ -2,7 +2,9 @@
 
 Off unless ``MODEL_ZOO_API_TOKEN`` is set (non-empty). When on, every HTTP request must carry
 ``Authorization: Bearer <token>``, except ``GET``/``HEAD`` of the routes orchestrators probe without
-credentials: ``/livez``, ``/readyz``, ``/healthz`` and ``/v2/health/*``. Any other method on them needs
+credentials (``/livez``, ``/readyz``, ``/healthz`` and ``/v2/health/*``) and of the static front page and
+browser demo (``/``, ``/ui``, ``/ui/<file>``: no data in them, and the page must load to ask for the
+token; the model list and answers it shows come from protected routes). Any other method on them needs
 the token too, so an unauthenticated body is never read on any route. ``/metrics`` needs the token
 (service/README.md says why). Deny by default: a route added later is protected without anyone
 remembering to list it. A missing, malformed or wrong
@@ -34,6 +36,9 @@ TOKEN_ENV = "MODEL_ZOO_API_TOKEN"
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/v2/health/",)
 OPEN_METHODS = frozenset({"GET", "HEAD"})  # methods without a body: nothing to read before auth
+# static pages (service/ui.py): the front page, the demo and its files, one path segment under /ui/
+UI_PATHS = frozenset({"/", "/ui"})
+UI_PREFIX = "/ui/"
 
 _UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
 _HEADERS = [
@@ -51,8 +56,10 @@ def token_from_env() -> bytes | None:
 
 
 def is_open(path: str) -> bool:
-    """Health and metrics routes stay reachable without a token."""
+    """Health probes and the static pages stay reachable without a token (GET/HEAD: see ``allowed``)."""
     path = path.rstrip("/") or "/"
+    if path in UI_PATHS or (path.startswith(UI_PREFIX) and "/" not in path[len(UI_PREFIX):]):
+        return True
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 

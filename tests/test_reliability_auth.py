@@ -48,9 +48,11 @@ def test_open_paths_need_no_token(monkeypatch):
     c = client(TOKEN, monkeypatch)
     assert c.get("/v2/health/live").status_code == 200
     assert c.get("/v2/health/live/").status_code in (200, 307)  # trailing slash: starlette redirect, not 401
-    for path in ("/livez", "/readyz", "/v2/health/ready", "/v2/health/anything"):
+    for path in ("/livez", "/readyz", "/v2/health/ready", "/v2/health/anything",
+                 "/", "/ui", "/ui/", "/ui/app.js", "/ui/nope.txt"):  # static pages: they hold no data
         assert is_open(path), path
-    for path in ("/", "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
+    for path in ("/ui/x/app.js", "/uix", "/ui/../classify_digit/x",
+                 "/v2", "/v2/models/mnist-mlp/infer", "/classify_digit", "/forecast_sine", "/docs.json",
                  "/v2/healthz", "/metrics", "/metricsx", "/v2/models/mnist-mlp/ready"):
         assert not is_open(path), path
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from service.ui import FILES, UI_DIR
 from test_service_harness import (BIN, ROOT, eager_probs, free_port, post_images, sibling_home, stop_server,
                                   wait_ready)
 
@@ -34,6 +35,7 @@ def test_build_and_serve_the_bento(zoo_server, tmp_path):
     packed = {m["tag"].split(":")[0] for s in manifest["services"] for m in s["models"]}
     assert packed == {"mnist-mlp", "sine-rnn", "transfer-resnet18"}  # exactly the default models in the store
     sources = {p.relative_to(bento_dir / "src").as_posix() for p in (bento_dir / "src").rglob("*") if p.is_file()}
+    assert {f"service/ui/{name}" for name in FILES} <= sources  # the browser demo ships with the bento
     assert "service/service.py" in sources and not any(s.startswith(("training/", "export/", "tests/")) for s in sources)
 
     port, log = free_port(), tmp_path / "bento.log"
@@ -45,6 +47,8 @@ def test_build_and_serve_the_bento(zoo_server, tmp_path):
         r = post_images(url, zoo_server.digits[:3])
         assert r.status_code == 200, r.text
         assert [x["index"] for x in r.json()] == list(eager_probs(zoo_server.mlp, zoo_server.x_test[:3]).argmax(1))
+        page = httpx.get(url + "/ui/app.js")
+        assert page.status_code == 200 and page.text == (UI_DIR / "app.js").read_text()
     finally:
         stop_server(proc)
 
