@@ -22,7 +22,7 @@ from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from service import connections, metrics_labels, rest, ui
+from service import connections, metrics_labels, openapi, rest, ui
 from service.auth import BearerAuth
 from service.errors import BadRequest, ServiceError
 from service.families import FAMILIES, Family
@@ -109,9 +109,9 @@ class _ModelZoo:
 for _family in FAMILIES.values():
     setattr(_ModelZoo, _family.route, family_route(_family))
 # Per-model REST, the Open Inference Protocol, Triton's repository extension (routes BentoML's API
-# decorators cannot express: a model name in the path), the front page and the browser demo;
-# BentoML mounts it passively at /.
-MODELS_APP = Starlette(routes=[*OIP_ROUTES, *rest.ROUTES, *ui.ROUTES])
+# decorators cannot express: a model name in the path), the front page, the browser demo and the
+# OpenAPI document of the whole surface; BentoML mounts it passively at /.
+MODELS_APP = Starlette(routes=[*OIP_ROUTES, *rest.ROUTES, *ui.ROUTES, *openapi.ROUTES])
 
 ModelZoo = bentoml.service(
     name="model_zoo",

@@ -51,10 +51,13 @@ def check_answer(status: int, content_type: str, body: bytes, where: str) -> Non
             assert any(s in payload["error"] for s in DESIGNED_503), f"{where}: undesigned 503 {payload!r}"
 
 
-def fuzz_schema(schema, url: str, mode: GenerationMode, stats: Counter, headers: dict | None = None) -> None:
-    """Drive every operation of ``schema`` with ``EXAMPLES`` generated cases in ``mode``."""
+def fuzz_schema(schema, url: str, mode: GenerationMode, stats: Counter, headers: dict | None = None,
+                skip: tuple[str, ...] = ()) -> None:
+    """Drive every operation of ``schema`` (but paths starting with ``skip``) with ``EXAMPLES`` cases in ``mode``."""
     for result in schema.get_all_operations():
         op = result.ok()
+        if op.path.startswith(skip):
+            continue
 
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
@@ -89,11 +92,14 @@ def report(title: str, stats: Counter) -> None:
 def test_fuzz_the_services_own_openapi_schema(zoo_server):
     schema = schemathesis.openapi.from_url(zoo_server.url + "/docs.json")
     stats: Counter = Counter()
+    # /v2/...: the next test fuzzes them with a schema tuned for tensors; repository load/unload would
+    # change what the shared server serves (their bad input: tests/test_service_repository.py)
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        fuzz_schema(schema, zoo_server.url, mode, stats)
+        fuzz_schema(schema, zoo_server.url, mode, stats, skip=("/v2",))
     report("schemathesis /docs.json", stats)
     posts = sum(n for k, n in stats.items() if k.startswith("POST"))
-    assert posts >= 4 * EXAMPLES  # the four inference operations were really exercised
+    assert posts >= 6 * EXAMPLES  # the four family routes and the two per-model routes were really exercised
+    assert any(k.startswith("POST /models/{name}/classify") for k in stats)
     assert any(" 4" in k for k in stats), "no 4xx at all: the negative cases did not reach the service"
     assert httpx.get(zoo_server.url + "/readyz").status_code == 200
 

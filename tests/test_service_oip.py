@@ -188,3 +188,14 @@ def test_standard_triton_client_works_unchanged(zoo_server):
     with pytest.raises(Exception, match="model 'nope' is not in the model store"):
         client.get_model_metadata("nope")
     client.close()
+
+
+def test_docs_json_is_the_whole_surface(zoo_server):
+    doc = httpx.get(zoo_server.url + "/docs.json").json()
+    paths = set(doc["paths"])
+    assert {"/classify_digit", "/forecast_sine", "/models/{name}/classify", "/models/{name}/forecast",
+            "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/v2/repository/index",
+            "/v2/repository/models/{name}/load", "/v2/repository/models/{name}/unload"} <= paths
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"]["required"] == ["inputs"]
+    assert {"400", "404", "503"} <= set(infer["responses"])

@@ -1,0 +1,134 @@
+"""``/docs.json``: BentoML's OpenAPI document of the family routes, plus every route it cannot see.
+
+BentoML builds its document from ``@bentoml.api`` methods only (and from mounted FastAPI apps); the
+per-model REST routes, the Open Inference Protocol and Triton's repository extension live in a
+Starlette app (service/service.py ``MODELS_APP``), so they are described here and merged into the
+document BentoML generates (its public ``Service.openapi_spec``). Served at ``/docs.json`` by that app,
+which BentoML mounts before its own route of the same path; ``/docs`` (Swagger UI) reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+JSON = "application/json"
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_NAME = {"name": "name", "in": "path", "required": True, "description": "the model's store name",
+         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}, "example": "mnist-mlp"}
+_VERSION = {"name": "version", "in": "path", "required": True, "description": "a store version (not 'latest')",
+            "schema": {"type": "string"}}
+_TENSOR = {
+    "type": "object", "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"}, "datatype": {"type": "string", "example": "FP32"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array", "items": {}, "description": "row-major values; base64 strings for BYTES"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+    },
+}
+_INFER_REQUEST = {
+    "type": "object", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"},
+            "parameters": {"type": "object", "properties": {
+                "classification": {"type": "integer", "minimum": 1, "description": "top-K 'score:index:label'"},
+                "binary_data": {"type": "boolean"}}}}}},
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+    },
+}
+_INFER_RESPONSE = {"type": "object", "properties": {
+    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+    "outputs": {"type": "array", "items": _TENSOR}}}
+_CLASSIFIED = {"type": "array", "items": {"type": "object", "properties": {
+    "label": {"type": "string"}, "index": {"type": "integer"}, "score": {"type": "number"},
+    "top_k": {"type": "array", "items": {"type": "object", "properties": {
+        "label": {"type": "string"}, "index": {"type": "integer"}, "score": {"type": "number"}}}}}}}
+_FORECAST_BODY = {"type": "object", "required": ["history", "steps"], "properties": {
+    "history": {"type": "array", "items": {"type": "number"}, "example": [0.0, 0.199, 0.389, 0.565, 0.717]},
+    "steps": {"type": "integer", "minimum": 1, "example": 5}}}
+_INDEX_ENTRY = {"type": "object", "properties": {
+    "name": {"type": "string"}, "version": {"type": "string"},
+    "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"}}}
+
+
+def _answers(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+    out = {"200": {"description": "ok", "content": {JSON: {"schema": ok}}}}
+    for status in errors:
+        out[str(status)] = {"description": "error", "content": {JSON: {"schema": _ERROR}}}
+    return out
+
+
+def _op(method: str, tag: str, summary: str, params: list[dict], ok: dict[str, Any], *errors: int,
+        body: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"tags": [tag], "summary": summary, "parameters": params,
+                          "responses": _answers(ok, *errors)}
+    if body is not None:
+        op["requestBody"] = {"required": body[0] != JSON or "required" in body[1],
+                             "content": {body[0]: {"schema": body[1]}}}
+    return {method: op}
+
+
+def paths() -> dict[str, dict[str, Any]]:
+    """The OpenAPI path items of the routes BentoML does not list."""
+    oip, repo, rest = "Open Inference Protocol", "Model repository (Triton)", "Models by name"
+    ready = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+    infer = _op("post", oip, "inference with tensors (JSON, or the binary tensor extension)", [_NAME],
+                _INFER_RESPONSE, 400, 404, 413, 503, body=(JSON, _INFER_REQUEST))
+    uploads = {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}
+    out = {
+        "/models/{name}/classify": _op("post", rest, "classify images with any served image model", [_NAME],
+                                       _CLASSIFIED, 400, 404, 413, 415, 503, body=("multipart/form-data", uploads)),
+        "/models/{name}/forecast": _op("post", rest, "forecast with any served sequence model", [_NAME],
+                                       {"type": "object", "properties": {
+                                           "forecast": {"type": "array", "items": {"type": "number"}},
+                                           "warning": {"type": "string"}}},
+                                       400, 404, 503, body=(JSON, _FORECAST_BODY)),
+        "/v2": _op("get", oip, "server metadata", [], {"type": "object"}),
+        "/v2/health/live": _op("get", oip, "liveness", [], {"type": "object", "properties": {"live": {"type": "boolean"}}}),
+        "/v2/health/ready": _op("get", oip, "readiness (400 while not ready)", [], ready, 400),
+        "/v2/models/{name}": _op("get", oip, "model metadata", [_NAME], {"type": "object"}, 400, 404, 503),
+        "/v2/models/{name}/ready": _op("get", oip, "model readiness (400 when not ready)", [_NAME], ready, 400, 404),
+        "/v2/models/{name}/infer": infer,
+        "/v2/models/{name}/versions/{version}": _op("get", oip, "metadata of one version", [_NAME, _VERSION],
+                                                   {"type": "object"}, 400, 404, 503),
+        "/v2/models/{name}/versions/{version}/ready": _op("get", oip, "readiness of one version", [_NAME, _VERSION],
+                                                         ready, 400, 404),
+        "/v2/models/{name}/versions/{version}/infer": {"post": {**infer["post"], "parameters": [_NAME, _VERSION]}},
+        "/v2/repository/index": _op("post", repo, "every stored model version with its state and reason", [],
+                                    {"type": "array", "items": _INDEX_ENTRY}, 400,
+                                    body=(JSON, {"type": "object", "properties": {"ready": {"type": "boolean"}}})),
+        "/v2/repository/models/{name}/load": _op(
+            "post", repo, "serve a stored model on every worker (latest, or parameters.version)", [_NAME],
+            {"type": "object"}, 400, 404, 503,
+            body=(JSON, {"type": "object", "properties": {"parameters": {"type": "object", "properties": {
+                "version": {"type": "string"}}}}})),
+        "/v2/repository/models/{name}/unload": _op("post", repo, "stop serving a model after its in-flight requests",
+                                                   [_NAME], {"type": "object"}, 400, 404, 503,
+                                                   body=(JSON, {"type": "object"})),
+    }
+    return out
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    from service.service import ModelZoo  # the bentoml.Service (imported by then: it serves this route)
+
+    spec = ModelZoo.openapi_spec.asdict()
+    spec.setdefault("paths", {}).update(paths())
+    return spec
+
+
+async def docs_json(_: Request) -> Response:
+    return JSONResponse(document())
+
+
+ROUTES = [Route("/docs.json", docs_json, methods=["GET"])]
