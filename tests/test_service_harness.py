@@ -93,7 +93,9 @@ def free_port() -> int:
 
 def start_server(home: Path, log: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_WORKERS": "1", "MODEL_ZOO_THREADS": "1", **(extra_env or {})}
+    # fp32 everywhere: the answers are compared with eager PyTorch at fp32 tolerances (auto is fp16 on a GPU)
+    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_ZOO_WORKERS": "1", "MODEL_ZOO_THREADS": "1",
+           "MODEL_ZOO_PRECISION": "fp32", **(extra_env or {})}
     proc = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", "service.service:ModelZoo", "--port", str(port), "--host", "127.0.0.1"],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
