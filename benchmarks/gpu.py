@@ -1,7 +1,7 @@
 """The in-process tables for GPU runtimes (run by ``benchmarks/gpu.sh`` on a machine with one NVIDIA GPU).
 
 Every family, randomly initialised (speed does not depend on the weights, and a GPU box may have no
-datasets), exported with the project's exporter (``export.api.build_artifacts``: TorchScript, ONNX
+datasets), exported with the project's exporter (``export.pipeline.build_artifacts``: TorchScript, ONNX
 fp32, ONNX fp16 with float32 IO; parity is export's own tests' job) into a temporary directory, then measured with the same
 ``benchmarks.engine`` loop as the CPU tables:
 
@@ -44,10 +44,10 @@ def build_target(family: str, root: Path) -> Target:
     import torch
 
     from benchmarks.store import random_checkpoint, random_samples
-    from export.api import build_artifacts, load_model
+    from export.pipeline import build_artifacts, model_from_checkpoint
 
     ckpt = random_checkpoint(family, root / f"{family}.pt")
-    _, model, spec = load_model(ckpt, family=family)
+    _, model, spec = model_from_checkpoint(ckpt, family=family)
     formats = ["torchscript", "onnx"] + ([] if spec.task == "forecast" else ["onnx-fp16"])
     out = root / family
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -154,6 +155,16 @@ def _origins(models: list[dict]) -> list[str]:
     return [" ".join(out)]
 
 
+def portable(command: str, results: dict[str, Any]) -> str:
+    """A command as anyone can rerun it from the repository root: no absolute paths of the machine that
+    ran it (its venv, its work and data directories) and no port numbers."""
+    for m in results.get("models", []):
+        command = command.replace(str(Path(m["checkpoint"]).parents[2]), "<work>")  # <work>/checkpoints/<family>/x.pt
+    command = re.sub(r"\S*/bin/(python3?|bentoml)\b", r"\1", command)
+    command = re.sub(r"--data-dir \S+", "--data-dir $DATA_DIR", command)
+    return re.sub(r"--port \d+", "--port PORT", command)
+
+
 def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str:
     m = results["machine"]
     rel = {k: os.path.relpath(v, out_md.parent) for k, v in plots.items()}
@@ -175,9 +186,10 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
         f"- {m['os']}, Python {m['python']}",
         "- " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
         "## Commands", "",
-        f"- this document: `{results['command']}`",
-        *[f"- models: `{c}`" for c in results["store_commands"]],
-        *[f"- {s['server']} server: `{s['command']}`" for s in results.get("http", {}).get("starts", [])[:2]],
+        f"- this document: `{portable(results['command'], results)}`",
+        *[f"- models: `{portable(c, results)}`" for c in results["store_commands"]],
+        *[f"- {s['server']} server: `{portable(s['command'], results)}`"
+          for s in results.get("http", {}).get("starts", [])[:2]],
         f"- load: `python -m clients bench --url URL --endpoint E --concurrency C --images-per-request K "
         f"--duration {results.get('http', {}).get('duration_s', '-')} --warmup 0 --json FILE`, after an untimed "
         f"{results.get('http', {}).get('warmup_s', '-')} s run at the same concurrency", "",

@@ -1,86 +1,31 @@
-"""Starting, watching and stopping the two servers the HTTP part measures, one at a time.
-
-Each server runs in its own session (process group) on a free loopback port, with its output in a
-log file; ``stop`` ends the whole group (BentoML's serve spawns a worker process). ``cpu_seconds``
-sums user+system time over the server's process tree, so the report can show how much of the
-2 cores each side used. ``Profiler`` attaches py-spy to a running server for a missed target.
+"""The two servers the HTTP part measures, one at a time, started with the one server helper
+(benchmarks/launch.py): ``Server.cpu_seconds`` sums user+system time over a server's process tree, so
+the report can show how much of the 2 cores each side used. ``Profiler`` attaches py-spy to a running
+server for a missed target.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import psutil
+from benchmarks.launch import BIN, Server, ServerError, free_port, spawn, spawn_service
+from benchmarks.store import BenchError, StoredModel
 
-from benchmarks.store import ROOT, BenchError, StoredModel
+__all__ = ["Profiler", "Server", "free_port", "start_naive", "start_service"]
 
-BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 180.0  # a cold BentoML start + warm-up of three models on 2 busy cores
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    kind: str  # "service" | "naive"
-    proc: subprocess.Popen
-    url: str
-    log: Path
-    command: str
-    start_s: float = 0.0  # seconds until ready
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for p in self.tree():
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-
 def _spawn(kind: str, cmd: list[str], env: dict[str, str], log: Path, url: str) -> Server:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return Server(kind, proc, url, log, " ".join(cmd))
+    return spawn(kind, cmd, log, int(url.rsplit(":", 1)[1]), env)
 
 
 def start_service(home: Path, log: Path, env_extra: dict[str, str] | None = None) -> Server:
     """``bentoml serve service.service:ModelZoo`` with the benchmark's store and the service's defaults."""
-    port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), **(env_extra or {})}
-    cmd = [str(BIN / "bentoml"), "serve", "service.service:ModelZoo", "--host", "127.0.0.1", "--port", str(port)]
-    return _wait(_spawn("service", cmd, env, log, f"http://127.0.0.1:{port}"))
+    return _wait(spawn_service(home, log, env_extra))
 
 
 def start_naive(models: list[StoredModel], log: Path) -> Server:
@@ -92,21 +37,11 @@ def start_naive(models: list[StoredModel], log: Path) -> Server:
 
 
 def _wait(server: Server, timeout: float = READY_TIMEOUT_S) -> Server:
-    """Poll ``/readyz`` until 200; a server that exits or never gets ready is an error quoting its log."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if server.proc.poll() is not None:
-            tail = server.log.read_text(errors="replace")[-2000:]
-            raise BenchError(f"{server.kind} server exited with {server.proc.returncode} before it was ready:\n{tail}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                server.start_s = time.monotonic() - t0
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise BenchError(f"{server.kind} server not ready after {timeout:.0f} s; log: {server.log}")
+    """Wait for ``/readyz``; a server that exits or never gets ready is a ``BenchError`` quoting its log."""
+    try:
+        return server.wait_ready(timeout)
+    except ServerError as exc:
+        raise BenchError(str(exc)) from None
 
 
 class Profiler:

@@ -8,7 +8,7 @@ Layout of the work directory (a temporary one unless ``--keep DIR``):
 mnist-mlp and sine-rnn: ``python -m export.bootstrap --quick`` (train the quick recipe, export,
 verify, register), exactly what ``make serve`` does. cifar10-resnet18: CIFAR-10 cannot be downloaded
 here, so a randomly initialised ResNet-18 of the same architecture is exported with
-``export.api.export_checkpoint(samples=...)`` on random inputs (speed does not depend on the weights;
+``export.pipeline.export_checkpoint(samples=...)`` on random inputs (speed does not depend on the weights;
 its labels are placeholders). A family whose data is missing falls back to the same random route.
 
 ``BENTOML_HOME`` must be set (``use_home``) before anything imports bentoml: it reads it once.
@@ -96,7 +96,7 @@ def random_checkpoint(family: str, path: Path, seed: int = 0) -> Path:
 
 
 def random_samples(family: str, n: int = RANDOM_SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs/targets shaped as ``export.api.validation_samples`` returns them, without a dataset."""
+    """Inputs/targets shaped as ``export.pipeline.validation_samples`` returns them, without a dataset."""
     from training.data import sine_windows
     from training.models import model_config
     from training.specs import make_spec
@@ -112,7 +112,7 @@ def random_samples(family: str, n: int = RANDOM_SAMPLES, seed: int = 0) -> tuple
 
 
 def export_random(family: str, work: Path, echo: Callable[[str], None]) -> Path:
-    from export.api import export_checkpoint
+    from export.pipeline import export_checkpoint
 
     ckpt = random_checkpoint(family, work / "checkpoints" / family / "random.pt")
     export_checkpoint(ckpt, samples=random_samples(family), echo=lambda s: echo(f"[store] {s}"))
@@ -152,7 +152,7 @@ def fill_store(work: Path, data_dir: str, families: tuple[str, ...] = (*BOOTSTRA
         rand = work / "checkpoints" / family / "random.pt"
         if _latest(family) is None:
             echo(f"[store] {family}: exporting a randomly initialised model (timing only)")
-            commands.append(f"export.api.export_checkpoint(random_checkpoint({family!r}), samples=random inputs)")
+            commands.append(f"export.pipeline.export_checkpoint(random_checkpoint({family!r}), samples=random inputs)")
             export_random(family, work, echo)
         if best.is_file() and family in trained and not rand.is_file():
             ckpt, origin = best, "quick recipe"
@@ -169,9 +169,9 @@ def fill_store(work: Path, data_dir: str, families: tuple[str, ...] = (*BOOTSTRA
 def load_target(model: StoredModel):
     """StoredModel -> engine.Target (spec from the store entry, eager module from the checkpoint)."""
     from benchmarks.engine import Target
-    from export.api import load_model
+    from export.pipeline import model_from_checkpoint
     from service.spec import Spec
 
-    _, module, _ = load_model(model.checkpoint, family=model.name)
+    _, module, _ = model_from_checkpoint(model.checkpoint, family=model.name)
     spec = Spec.from_json((model.model_dir / "spec.json").read_text())
     return Target(model.name, spec, model.model_dir, module)

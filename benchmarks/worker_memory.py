@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.reliability.server import Served
+from benchmarks.launch import start_service
 
 
 def measure(home: Path, workers: int, models: str | None, log: Path, settle_s: float = 3.0) -> dict:
     env = {"MODEL_ZOO_WORKERS": str(workers), "MODEL_ZOO_THREADS": "1"}
     if models:
         env["MODEL_ZOO_MODELS"] = models
-    with Served(home, log, env, ready_timeout=300) as served:
+    with start_service(home, log, env, timeout=300) as served:
         time.sleep(settle_s)  # after warm-up: the batchers' first calls have allocated their buffers
         served_models = [e["name"] for e in httpx.post(served.url + "/v2/repository/index",
                                                        json={"ready": True}).json()]

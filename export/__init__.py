@@ -1,6 +1,6 @@
 """Export: checkpoint -> TorchScript + ONNX (+fp16, +int8), verified, registered in the BentoML store.
 
-Entry points: ``python -m export CHECKPOINT ...`` and ``export.api.export_checkpoint``.
+Entry points: ``python -m export CHECKPOINT ...`` and ``export.pipeline.export_checkpoint``.
 This package file stays import-light (no torch, no bentoml) so the error type and the
 format names can be used anywhere.
 """

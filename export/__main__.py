@@ -1,7 +1,8 @@
 """``python -m export CHECKPOINT [--name NAME] [--formats ...] [--data-dir DIR] [--out-dir DIR]``.
 
-Exit status 0 with the registered tag on the last line of stdout; on any failure exit 2 with one
-readable ``error: ...`` line on stderr (the verification table, when it got that far, is above it).
+Exit status 0 with the registered tag on the last line of stdout; otherwise one readable
+``error: ...`` line on stderr (the verification table, when it got that far, is above it) and exit 2
+for a usage error (like argparse's own: an unknown ``--formats`` value), 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.checkpoint import CheckpointError
 
     try:
-        from export.api import export_checkpoint
+        from export.pipeline import export_checkpoint
 
         tag = export_checkpoint(
             args.checkpoint, name=args.name, formats=args.formats, data_dir=args.data_dir,
@@ -55,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ExportError, CheckpointError, SpecError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; nothing was registered", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an unforeseen environment problem: still one line, still nothing registered
         print(f"error: export failed unexpectedly ({type(exc).__name__}: {exc}); nothing was registered", file=sys.stderr)
-        return 2
+        return 1
     print(tag)
     return 0
 

@@ -54,7 +54,7 @@ def train(family: str, data_dir: str, out_dir: Path, quick: bool, extra: list[st
 
 def bootstrap(families: list[str], data_dir: str, out_root: Path, quick: bool, transfer_data: str | None,
               transfer_weights: str) -> int:
-    from export.api import export_checkpoint
+    from export.pipeline import export_checkpoint
     from training.data import data_available
 
     failed: list[str] = []

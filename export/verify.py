@@ -11,6 +11,7 @@ Failures are collected, so the report shows every problem at once; the caller ra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from export import ExportError
 from export.artifacts import io_names, serving_module
-from export.runtime import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
+from export.runners import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
 from service.spec import Spec
 
 RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
@@ -68,6 +69,7 @@ def verify(
         "formats": {"eager": {"status": "reference", **_quality(spec, reference, targets)}},
         "failures": [],
     }
+    ref = _Reference(spec, eager, inputs, reference, out_names, report["formats"]["eager"])
     failures: list[str] = report["failures"]
     for fmt, path in files.items():
         row: dict[str, Any] = {"file": path.name}
@@ -75,7 +77,7 @@ def verify(
         try:
             if fmt == "torchscript":
                 run = torch_runner(jit_load(path))
-            elif fmt == "onnx-fp16":  # meant for CUDA; probe the CPU EP in a child first (see runtime.py)
+            elif fmt == "onnx-fp16":  # meant for CUDA; probe the CPU EP in a child first (see runners.py)
                 run = _fp16_cpu_runner(path, in_names, row)
                 if run is None:
                     continue
@@ -91,7 +93,7 @@ def verify(
         row["max_abs_diff"] = _max_diff(outputs, reference)
         if spec.task == "classification":
             row["top1_agreement"] = float(100.0 * np.mean(outputs[0].argmax(1) == reference[0].argmax(1)))
-        problems = _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, report["formats"]["eager"], row)
+        problems = _check(fmt, run, outputs, row, ref)
         row["status"] = "ok" if not problems else "FAILED"
         failures += [f"{fmt}: {p}" for p in problems]
     return report
@@ -109,30 +111,44 @@ def _fp16_cpu_runner(path: Path, in_names: list[str], row: dict[str, Any]) -> Ru
     return None
 
 
-def _check(fmt, spec, run, eager, inputs, outputs, reference, out_names, eager_row, row) -> list[str]:
+@dataclass(frozen=True)
+class _Reference:
+    """Eager's side of every comparison: its runner, the samples, its outputs on them, its report row."""
+
+    spec: Spec
+    eager: Runner
+    inputs: np.ndarray
+    outputs: list[np.ndarray]
+    out_names: list[str]
+    row: dict[str, Any]
+
+
+def _check(fmt: str, run: Runner, outputs: list[np.ndarray], row: dict[str, Any], ref: _Reference) -> list[str]:
+    """Problems of one format's ``outputs`` against eager (fills ``row`` with the drop it shows)."""
     problems: list[str] = []
     if fmt in ("torchscript", "onnx"):  # fp32: must match eager
         for b in PARITY_BATCHES:
-            x = inputs[:b]
-            got, want = run(model_inputs(spec, x)), eager(model_inputs(spec, x))
-            if (msg := _close(got, want, out_names)) is not None:
+            x = ref.inputs[:b]
+            got, want = run(model_inputs(ref.spec, x)), ref.eager(model_inputs(ref.spec, x))
+            if (msg := _close(got, want, ref.out_names)) is not None:
                 problems.append(f"batch {b} differs from eager beyond rtol {RTOL}/atol {ATOL}: {msg}")
-        if spec.task == "classification":
+        if ref.spec.task == "classification":
             if row["top1_agreement"] < 100.0:
-                problems.append(f"top-1 differs from eager on {100 - row['top1_agreement']:.2f}% of {len(inputs)} samples")
+                problems.append(f"top-1 differs from eager on {100 - row['top1_agreement']:.2f}% "
+                                f"of {len(ref.inputs)} samples")
         else:
-            if (msg := _close(outputs, reference, out_names)) is not None:
-                problems.append(f"outputs over all {len(inputs)} samples differ from eager: {msg}")
-            problems += _check_rollout_step(run, eager, reference, out_names)
+            if (msg := _close(outputs, ref.outputs, ref.out_names)) is not None:
+                problems.append(f"outputs over all {len(ref.inputs)} samples differ from eager: {msg}")
+            problems += _check_rollout_step(run, ref.eager, ref.outputs, ref.out_names)
     if fmt in ("onnx-fp16", "onnx-int8"):  # reported for every family, bounded only on MNIST
-        if spec.task == "classification":
-            row["accuracy_drop"] = eager_row["accuracy"] - row["accuracy"]  # points; negative = gained
+        if ref.spec.task == "classification":
+            row["accuracy_drop"] = ref.row["accuracy"] - row["accuracy"]  # points; negative = gained
         else:
-            row["mse_increase"] = row["mse"] - eager_row["mse"]
-    if fmt == "onnx-int8" and spec.family == "mnist-mlp":
+            row["mse_increase"] = row["mse"] - ref.row["mse"]
+    if fmt == "onnx-int8" and ref.spec.family == "mnist-mlp":
         drop = row["accuracy_drop"]
-        if eager_row["accuracy"] < MNIST_INT8_MIN_ACCURACY:  # an untrained MLP: accuracy is chance, the drop noise
-            row["note"] = f"int8 drop not bounded: eager accuracy {eager_row['accuracy']:.1f}% is an untrained model's"
+        if ref.row["accuracy"] < MNIST_INT8_MIN_ACCURACY:  # an untrained MLP: accuracy is chance, the drop noise
+            row["note"] = f"int8 drop not bounded: eager accuracy {ref.row['accuracy']:.1f}% is an untrained model's"
         elif drop > MNIST_INT8_MAX_DROP:
             problems.append(f"int8 loses {drop:.2f} accuracy points on MNIST (limit {MNIST_INT8_MAX_DROP})")
     return problems

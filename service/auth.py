@@ -22,12 +22,12 @@ The token is read when the middleware is built (once per worker at start-up); ro
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 from typing import Any
 
 from service.limits import has_body
+from service.responses import error_bytes
 
 logger = logging.getLogger("model_zoo.auth")
 
@@ -40,7 +40,7 @@ OPEN_METHODS = frozenset({"GET", "HEAD"})  # methods without a body: nothing to 
 UI_PATHS = frozenset({"/", "/ui"})
 UI_PREFIX = "/ui/"
 
-_UNAUTHORIZED = json.dumps({"error": "unauthorized"}).encode()
+_UNAUTHORIZED = error_bytes("unauthorized")
 _HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_UNAUTHORIZED)).encode()),

@@ -1,9 +1,9 @@
 """Adaptive batching across requests, per model, with BentoML's own batcher.
 
-``bentoml._internal.marshal.dispatcher.CorkDispatcher`` is what ``@bentoml.api(batchable=True)``
-uses inside (``_bentoml_impl/server/app.py``). We call it directly instead of through a batchable
-API because the batchable path decodes a whole request before it reaches our code, so one bad file
-would fail every request batched with it, and PIL errors escape as 500s. Here the endpoint decodes
+BentoML's ``CorkDispatcher`` (what ``@bentoml.api(batchable=True)`` uses inside; reached through
+service/bentoml_adapter.py) is called directly instead of through a batchable API because the
+batchable path decodes a whole request before it reaches our code, so one bad file would fail every
+request batched with it, and PIL errors escape as 500s. Here the endpoint decodes
 and validates its own uploads first (a bad file gets its own 4xx) and only the float tensors meet in
 the batcher: each request submits an ``(n_i, ...)`` array, the dispatcher groups queued requests up to
 ``max_batch`` items (splitting a large request across calls when needed), and one model call runs
@@ -22,16 +22,16 @@ from typing import Callable, Sequence
 import anyio
 import numpy as np
 
+from service.bentoml_adapter import cork_dispatcher, raise_latency_budget
 from service.errors import Overloaded
 
 FULL_BATCHES = 3  # a queued request may wait this many full-size model calls before it is shed
-# A model whose full batch takes at most this long (seconds, as timed at warm-up) runs on the event
-# loop instead of a worker thread: for the MNIST MLP (~0.7 ms at batch 128) the thread hand-off (queue
-# put/get, two wake-ups) cost more than the call itself; measured at c=32 it was ~13% of the worker.
+# A model whose full batch takes at most this long (seconds, timed at warm-up) runs on the event loop:
+# the thread hand-off would cost more than the call (service/README.md, "Per-request overhead").
 INLINE_BATCH_S = 0.002
 # Batch-size buckets: powers of two up to the largest batch anyone configures (items per model call).
 BATCH_BUCKETS = tuple(float(2**i) for i in range(0, 13))
-# Latency buckets, seconds: 0.1 ms .. 10 s (an MLP batch is ~1 ms on CPU, a ResNet batch up to seconds).
+# Latency buckets, seconds: 0.1 ms .. 10 s (from an MLP batch to a ResNet batch on CPU).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -69,18 +69,11 @@ class Batcher:
 
     def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_latency_ms: int,
                  metrics: bool = True) -> None:
-        from bentoml._internal.marshal.dispatcher import CorkDispatcher
-
         self.name = name
         self.fn = fn
         self.metrics = model_metrics() if metrics else None
-        self.dispatcher: CorkDispatcher = CorkDispatcher(
-            max_latency_in_ms=max_latency_ms,
-            max_batch_size=max_batch,
-            fallback=self._overloaded,
-            get_batch_size=len,  # items, not requests: a 100-image request counts as 100
-            batch_dim=(0, 0),
-        )
+        self.max_batch = max_batch
+        self.dispatcher = cork_dispatcher(max_latency_ms, max_batch, self._overloaded)  # counts items, not requests
         self.inline = False  # until calibrate() has timed the model
         self._submit = self.dispatcher(self._dispatch)  # async: the dispatcher awaits it on the loop
 
@@ -92,10 +85,9 @@ class Batcher:
         (a ResNet-18 at 224x224 on CPU: seconds per full batch) a configured 2 s budget would turn one
         legitimate large request into a 503. The budget becomes at least ``FULL_BATCHES`` full batches.
         """
-        full_batch = seconds_per_item * self.dispatcher.max_batch_size
+        full_batch = seconds_per_item * self.max_batch
         self.inline = full_batch <= INLINE_BATCH_S
-        self.dispatcher.max_latency = max(self.dispatcher.max_latency, FULL_BATCHES * full_batch)
-        return self.dispatcher.max_latency
+        return raise_latency_budget(self.dispatcher, FULL_BATCHES * full_batch)
 
     def _overloaded(self) -> np.ndarray:
         raise Overloaded(self.name)

@@ -21,10 +21,12 @@ Why the batching defaults are what they are (measurements): service/README.md.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 from service.families import InvalidName, check_model_name, check_version
+
 MULTIPART_HARD_LIMIT = 1000  # starlette's own max_files; our cap stays below it so ours answers first
 
 
@@ -126,3 +128,9 @@ class Settings:
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),
             models=parse_models(raw_models) if raw_models else None,
         )
+
+
+@functools.cache
+def settings() -> Settings:
+    """This process's settings (read once; a malformed variable fails start-up with its name)."""
+    return Settings.from_env()

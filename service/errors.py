@@ -1,17 +1,12 @@
-"""Errors the service answers with, and the one JSON shape they all take.
+"""The errors the service answers with, one type per HTTP status a client can cause.
 
-Every failure a client can cause is a ``ServiceError`` carrying its HTTP status; the endpoints turn it
-into ``{"error": "<one line naming the problem>"}`` (DESIGN.md: every 4xx body is JSON that names the
-problem, and the file for uploads). Nothing here imports BentoML, so the OIP app, the middleware and
-the unit tests share it.
+Every failure a client can cause is a ``ServiceError`` carrying its HTTP status; the endpoints choose
+the status from its class and answer with service/responses.py's ``error_response`` (DESIGN.md: every
+4xx body is JSON that names the problem, and the file for uploads). Nothing here imports BentoML, so
+the OIP app, the middleware and the unit tests share it.
 """
 
 from __future__ import annotations
-
-import json
-from typing import Any
-
-from starlette.responses import JSONResponse, Response
 
 
 class ServiceError(Exception):
@@ -84,22 +79,3 @@ class Overloaded(ServiceError):
             "retry after a short backoff",
             headers={"Retry-After": "1"},
         )
-
-
-def error_body(message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": message, **extra}
-
-
-def json_response(payload: Any) -> Response:
-    """A finished 200 JSON response for an endpoint's result (lists/dicts of str, int, float).
-
-    BentoML passes a ``Response`` returned by an endpoint through as is. Returning the result itself
-    makes BentoML build the output model's JSON schema on every request (``IOMixin.mime_type``) and
-    serialise it through pydantic: measured at c=32 on /classify_digit that was ~19% of the worker's
-    CPU. ``json.dumps`` of these small results is a few microseconds.
-    """
-    return Response(json.dumps(payload, separators=(",", ":")).encode(), media_type="application/json")
-
-
-def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message), status_code=exc.status, headers=exc.headers)

@@ -115,10 +115,9 @@ class ImageClassifier:
         return self.postprocess(await self.logits(await self.prepare(files)))
 
     def _single_threaded(self) -> None:
-        """A model cheap enough to run on the event loop also runs on one ORT thread: at ~20 us per
-        call, handing the work to ORT's pool costs more than it saves (MNIST MLP, batch 1: 19 us on
-        one thread, 28 us on two), and the pool thread competes for the core the event loop needs.
-        Measured at 32 concurrent single-image /classify_digit clients: ~10% more requests/s."""
+        """A model cheap enough to run on the event loop also runs on one ORT thread: handing so small a
+        call to ORT's pool costs more than it saves, and the pool thread competes for the core the event
+        loop needs (service/README.md, "Per-request overhead")."""
         session = self.m.session
         if session.runtime != "onnx" or session.provider != "CPUExecutionProvider" or self.settings.threads == 1:
             return
@@ -209,7 +208,7 @@ class Forecaster:
             i += 1
 
 
-def load_model(name: str, stored: Any, settings: Settings) -> ImageClassifier | Forecaster:
+def build_served_model(name: str, stored: Any, settings: Settings) -> ImageClassifier | Forecaster:
     """A stored model (BentoML ``Model``) served as ``name`` -> a session created, not yet warmed up."""
     spec = read_spec(stored)
     session = load_session(Path(stored.path), spec, settings.runtime, settings.precision, settings.threads)

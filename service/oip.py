@@ -27,11 +27,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import limits
-from service.errors import (
-    BadRequest, InvalidModelName, ModelUnavailable, NotInStore, ServiceError, TooLarge, error_response,
-)
+from service.errors import BadRequest, InvalidModelName, ModelUnavailable, NotInStore, ServiceError, TooLarge
 from service.models import Forecaster, ImageClassifier, softmax, top_k
 from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
+from service.responses import error_response
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 

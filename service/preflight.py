@@ -86,8 +86,7 @@ def check(settings: Settings) -> list[str]:
 def check_or_exit() -> None:
     """Raise ``PreflightError`` (exit status 1, one line per problem) unless the settings parse and
     every entry would load. Call it at import of the service module, before anything reads settings."""
-    from service.config import ConfigError
-    from service.uploads import settings
+    from service.config import ConfigError, settings
 
     try:
         current = settings()

@@ -27,7 +27,7 @@ from service.errors import (
     InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError,
 )
 from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
-from service.models import Forecaster, ImageClassifier, load_model
+from service.models import Forecaster, ImageClassifier, build_served_model
 from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
 from service.store import check_entry, entry_family, first_line, get_entry, list_entries
 
@@ -154,7 +154,7 @@ class Zoo:
             entry = await asyncio.to_thread(get_entry, *tag.split(":", 1))
             if entry is None:
                 raise NotInStore(f"model {tag} is no longer in the model store")
-            model = await asyncio.to_thread(load_model, name, entry, self.settings)
+            model = await asyncio.to_thread(build_served_model, name, entry, self.settings)
             await model.warmup(WARMUP_ROUNDS, self.settings.warmup_s)
         except Exception as exc:  # noqa: BLE001 - one broken entry must not take the others down
             self.failures[name] = {"version": tag.split(":", 1)[1], "reason": f"model {name!r} failed to load: {first_line(exc)}"}

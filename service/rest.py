@@ -19,9 +19,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.errors import BadRequest, NotFound, ServiceError, error_response, json_response
+from service.config import settings
+from service.errors import BadRequest, NotFound, ServiceError
 from service.models import Forecaster, ImageClassifier
-from service.uploads import Uploads, read_uploads, settings
+from service.responses import error_response, json_response
+from service.uploads import Uploads, read_uploads
 
 
 class ForecastBody(BaseModel):

@@ -24,6 +24,8 @@ from starlette.requests import ClientDisconnect
 
 from service import connections, metrics_labels, openapi, rest, ui
 from service.auth import BearerAuth
+from service.bentoml_adapter import bind_api_methods, input_as_parsed
+from service.config import settings
 from service.errors import BadRequest, ServiceError
 from service.families import FAMILIES, Family
 from service.json_errors import JsonErrors
@@ -31,7 +33,7 @@ from service.oip import ROUTES as OIP_ROUTES
 from service.preflight import check_or_exit, in_worker
 from service.registry import Zoo, publish_initial
 from service.repository import SharedState
-from service.uploads import BodyLimit, ImageUpload, Uploads, settings
+from service.uploads import BodyLimit, ImageUpload, Uploads
 
 logger = logging.getLogger("model_zoo.service")
 
@@ -60,10 +62,10 @@ class ForecastRequest(bentoml.IODescriptor):
         try:
             body = rest.parse_forecast(await request.body())
         except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
-            return cls.model_construct(history=BadRequest("the request body was cut off"), steps=0)
+            return input_as_parsed(cls, history=BadRequest("the request body was cut off"), steps=0)
         except BadRequest as problem:
-            return cls.model_construct(history=problem, steps=0)  # the endpoint answers with it
-        return cls.model_construct(history=body.history, steps=body.steps)
+            return input_as_parsed(cls, history=problem, steps=0)  # the endpoint answers with it
+        return input_as_parsed(cls, history=body.history, steps=body.steps)
 
 
 def family_route(family: Family) -> Any:
@@ -86,11 +88,7 @@ def family_route(family: Family) -> Any:
 class _ModelZoo:
     def __init__(self) -> None:
         self.zoo = Zoo(settings(), STATE, bentoml.server_context.worker_index or 1)
-        # BentoML looks an endpoint up on this instance for every request, and its descriptor
-        # (APIMethod.__get__) rebuilds the method's wrapper each time; resolved once here (an
-        # instance attribute wins over that non-data descriptor); the wrapper is the same one.
-        for api in ModelZoo.apis:  # the bentoml.Service built from this class: every @bentoml.api
-            self.__dict__[api] = getattr(self, api)
+        bind_api_methods(self, ModelZoo.apis)  # the bentoml.Service built from this class: every @bentoml.api
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
         logger.info("model zoo worker %d: settings %s", self.zoo.worker, settings())
 

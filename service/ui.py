@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service.errors import NotFound, error_response
+from service.errors import NotFound
+from service.responses import error_response
 
 UI_DIR = Path(__file__).with_name("ui")
 FILES = {

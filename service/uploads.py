@@ -10,8 +10,6 @@ to answer with; decoding happens in the endpoint, where each file's error can na
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,17 +20,13 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from service.config import Settings
+from service.bentoml_adapter import input_as_parsed
+from service.config import settings
 from service.errors import BadRequest, ServiceError, TooLarge
 from service.limits import has_body
+from service.responses import error_bytes
 
 FIELD = "images"  # the multipart field (DESIGN.md)
-
-
-@functools.cache
-def settings() -> Settings:
-    """This process's settings (read once; a malformed variable fails start-up with its name)."""
-    return Settings.from_env()
 
 
 @dataclass
@@ -50,8 +44,8 @@ class ImageUpload(bentoml.IODescriptor):
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> "ImageUpload":
-        # model_construct: skip pydantic's per-file temp-file writing; the endpoint gets an Uploads.
-        return cls.model_construct(images=await read_uploads(request, settings().max_images))
+        # as parsed: no pydantic validation (it would write each file to a temp file); the endpoint gets an Uploads
+        return input_as_parsed(cls, images=await read_uploads(request, settings().max_images))
 
 
 async def read_uploads(request: Any, max_images: int) -> Uploads:
@@ -164,7 +158,7 @@ def _too_big(size: int, limit: int, at_least: bool = False) -> str:
 
 async def _send_json(send: Any, status: int, message: str) -> None:
     """A refusal sent before the body was read: ``connection: close`` so the body is not drained."""
-    body = json.dumps({"error": message}).encode()
+    body = error_bytes(message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})

@@ -36,7 +36,7 @@ def _checkpoint(path: Path, family: str, cfg: dict, spec: Spec, seed: int = 0) -
 @pytest.fixture(scope="module")
 def mlp_target(tmp_path_factory) -> Target:
     """A tiny MLP exported by the project's exporter (TorchScript, ONNX fp32, ONNX int8) into a directory."""
-    from export.api import build_artifacts
+    from export.pipeline import build_artifacts
 
     tmp = tmp_path_factory.mktemp("mlp")
     spec = make_spec("mnist-mlp")
@@ -185,6 +185,20 @@ def test_targets_verdicts_and_report(tmp_path):
     assert "**missed by 10% (0.90 vs >= 1.0)**" in text and "](bench/engine.png)" in text
     assert "| /classify_cifar10 (1 img/req) c=32 | service | 90.0 | 90.0 | 3.00x |" in text
     assert "503: 2" in text and "Not run: this machine has no GPU" in text
+
+
+def test_report_commands_carry_no_machine_paths():
+    from benchmarks.report import portable
+
+    results = {"models": [{"checkpoint": "/tmp/model-zoo-bench-x1/checkpoints/mnist-mlp/best.pt"}]}
+    assert portable("/opt/venv/bin/python -m benchmarks.baselines.naive_server --host 127.0.0.1 --port 56629 "
+                    "--model mnist-mlp=/tmp/model-zoo-bench-x1/checkpoints/mnist-mlp/best.pt", results) == (
+        "python -m benchmarks.baselines.naive_server --host 127.0.0.1 --port PORT "
+        "--model mnist-mlp=<work>/checkpoints/mnist-mlp/best.pt")
+    assert portable("/opt/venv/bin/bentoml serve service.service:ModelZoo --port 52443", results) == \
+        "bentoml serve service.service:ModelZoo --port PORT"
+    assert portable("python -m export.bootstrap --quick --data-dir /srv/data --out-dir <work>/checkpoints", results) == \
+        "python -m export.bootstrap --quick --data-dir $DATA_DIR --out-dir <work>/checkpoints"
 
 
 def test_pyspy_summary_stages(tmp_path):

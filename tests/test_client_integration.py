@@ -1,4 +1,4 @@
-"""The client tools against a real ``bentoml serve`` (the ``zoo_server`` fixture of tests/test_service_harness.py).
+"""The client tools against a real ``bentoml serve`` (the ``zoo_server`` fixture of tests/conftest.py).
 
 The server holds an MLP trained briefly on real MNIST and a small GRU; answers are checked
 against the service's direct HTTP answer and against eager PyTorch on the same weights.
@@ -23,10 +23,8 @@ import torch
 
 from clients.client import AsyncZooClient, ZooClient
 from clients.transport import ZooError
-from test_service_harness import eager_forecast, eager_probs
+from harness import eager_forecast, eager_probs
 
-# ``zoo_server`` comes from the harness plugin: one real server per session, shared with the service tests.
-pytest_plugins = ["test_service_harness"]
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 

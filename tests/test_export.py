@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,55 +20,21 @@ import pytest
 import torch
 
 from export import ExportError, parse_formats
-from export.api import build_artifacts, load_model, validation_samples
+from export.pipeline import build_artifacts, model_from_checkpoint
 from export.artifacts import OPSET
 from export.verify import format_table, verify
-from fixtures_data import CIFAR10_CLASSES, mnist_data_dir, write_image_folder, write_tiny_cifar10
+from fixtures_data import CIFAR10_CLASSES, write_image_folder, write_tiny_cifar10
+from harness import make_checkpoint, samples_for
 from service.spec import Spec
-from training.checkpoint import save_checkpoint
-from training.data import mnist_tensors
-from training.models import build_model, model_config
 from training.specs import make_spec
 
 # torch 2.14 deprecates TorchScript in favour of torch.export; loading it is what these tests check.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
-def make_checkpoint(path: Path, family: str, spec: Spec, model_cfg: dict | None = None, model=None,
-                    train: dict | None = None) -> Path:
-    """A checkpoint in the training/checkpoint.py format (what `python -m training` writes)."""
-    model = model if model is not None else build_model(family, model_cfg or {})
-    return save_checkpoint(path, {
-        "model": model.state_dict(), "optimizer": None, "scheduler": None, "epoch": 1,
-        "config": {"family": family, "model": asdict(model_config(family, model_cfg or {})), "train": train or {}},
-        "spec": spec.to_dict(), "metrics": {},
-    })
-
-
-def samples_for(path: Path, n: int, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    ckpt = torch.load(path, weights_only=True)
-    return validation_samples(ckpt, Spec.from_dict(ckpt["spec"]), n, str(data_dir) if data_dir else None)
-
-
-@pytest.fixture(scope="module")
-def trained_mlp(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
-    """An MLP trained 1 epoch on 10k real MNIST images (~90%: enough for int8 drops to show)."""
-    torch.manual_seed(0)
-    x, y = mnist_tensors(str(mnist_data_dir()), train=True, limit=10_000).tensors  # (N, 784) normalised
-    model = build_model("mnist-mlp", {})
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for idx in torch.randperm(len(x)).split(64):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
-    path = make_checkpoint(tmp_path_factory.mktemp("mlp") / "best.pt", "mnist-mlp", make_spec("mnist-mlp"),
-                           model=model, train={"data_dir": str(mnist_data_dir())})
-    return (path, *samples_for(path, 512))
-
-
 def test_mnist_mlp_all_formats_match_eager_and_int8_keeps_accuracy(trained_mlp, tmp_path):
     path, x, y = trained_mlp
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     files = build_artifacts(model, spec, parse_formats(None), tmp_path, x[:128])
     report = verify(model, spec, files, x, y)
     print(format_table(report))
@@ -101,7 +66,7 @@ def test_int8_bound_is_enforced(trained_mlp, tmp_path, monkeypatch):
     import export.verify as v
 
     path, x, y = trained_mlp
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     files = build_artifacts(model, spec, ["onnx", "onnx-int8"], tmp_path, None)
     monkeypatch.setattr(v, "MNIST_INT8_MAX_DROP", -100.0)  # demand a 100-point gain: must fail
     report = verify(model, spec, files, x, y)
@@ -115,13 +80,13 @@ def test_weights_of_another_family_are_refused(trained_mlp, tmp_path):
     data["spec"] = make_spec("cifar10-resnet18", classes=CIFAR10_CLASSES).to_dict()
     torch.save(data, tmp_path / "mixed.pt")
     with pytest.raises(ExportError, match="do not fit a cifar10-resnet18 model"):
-        load_model(tmp_path / "mixed.pt")
+        model_from_checkpoint(tmp_path / "mixed.pt")
 
 
 def test_parity_check_catches_a_different_model(trained_mlp, tmp_path):
     """Artifacts of one model verified against another: every fp32 check must fail, by name."""
     path, x, y = trained_mlp
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     files = build_artifacts(model, spec, ["torchscript", "onnx"], tmp_path, None)
     with torch.no_grad():
         model.net[-1].bias.add_(0.05)  # small: beyond rtol 1e-3 for logits under 50, top-1 likely unchanged
@@ -136,7 +101,7 @@ def test_sine_rnn_step_graph_matches_eager(cell, tmp_path):
     torch.manual_seed(1)
     path = make_checkpoint(tmp_path / "rnn.pt", "sine-rnn", make_spec("sine-rnn", cell=cell), {"cell": cell},
                            train={"seq_len": 40})
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     x, y = samples_for(path, 96)  # held-out sine windows, (96, 40, 1) each
     assert x.shape == y.shape == (96, 40, 1)
     files = build_artifacts(model, spec, ["torchscript", "onnx", "onnx-fp16", "onnx-int8"], tmp_path, None)
@@ -172,7 +137,7 @@ def test_resnets_match_eager(family, tmp_path):
         write_image_folder(tmp_path / "data", classes=("cat", "dog", "fox"), per_class=2, split=True, size=40)
         spec, cfg = make_spec(family, classes=["cat", "dog", "fox"]), {"num_classes": 3}
     path = make_checkpoint(tmp_path / "r.pt", family, spec, cfg, train={"data_dir": str(tmp_path / "data")})
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     x, y = samples_for(path, 512)
     assert x.shape[1:] == (3, spec.image.height, spec.image.width) and len(x) in (20, 6)
     files = build_artifacts(model, spec, parse_formats(None), tmp_path, x[:16])
@@ -236,7 +201,7 @@ def test_artifacts_run_without_project_code(family, tmp_path):
     torch.manual_seed(4)
     spec = make_spec(family, **({"classes": CIFAR10_CLASSES} if family == "cifar10-resnet18" else {}))
     path = make_checkpoint(tmp_path / "c.pt", family, spec)
-    _, model, spec = load_model(path)
+    _, model, spec = model_from_checkpoint(path)
     art = tmp_path / "art"
     art.mkdir()
     if family == "sine-rnn":

@@ -18,7 +18,7 @@ import pytest
 
 from fixtures_data import mnist_data_dir
 from service.spec import Spec
-from test_export import make_checkpoint, trained_mlp  # noqa: F401  (module-scoped fixture, reused)
+from harness import make_checkpoint
 from training.specs import make_spec
 
 pytestmark = pytest.mark.slow  # each test runs real exports in child processes (~5-25 s each)
@@ -47,9 +47,10 @@ def store_tags(env: dict[str, str]) -> list[str]:
     return [m["tag"] for m in json.loads(proc.stdout)]
 
 
-def assert_clean_failure(proc: subprocess.CompletedProcess, env: dict[str, str], *needles: str) -> None:
-    """Non-zero exit, one readable `error:` line (no traceback), nothing in the store."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+def assert_clean_failure(proc: subprocess.CompletedProcess, env: dict[str, str], *needles: str, code: int = 1) -> None:
+    """Exit ``code`` (2: a usage error, 1: a failure), one readable `error:` line (no traceback),
+    nothing in the store."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error: "), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -58,7 +59,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, env: dict[str, str],
     assert store_tags(env) == []
 
 
-def test_export_registers_one_model_with_every_file(trained_mlp, env, tmp_path):  # noqa: F811
+def test_export_registers_one_model_with_every_file(trained_mlp, env, tmp_path):
     ckpt, _, _ = trained_mlp
     proc = export([str(ckpt), "--out-dir", str(tmp_path / "copy")], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,12 +99,12 @@ def test_sine_rnn_defaults_skip_fp16(env, tmp_path):
     assert info["metadata"]["spec"]["sequence"]["cell"] == "gru"
 
 
-def test_unknown_format_fails_before_any_work(trained_mlp, env):  # noqa: F811
+def test_unknown_format_fails_before_any_work(trained_mlp, env):
     proc = export([str(trained_mlp[0]), "--formats", "onnx,tflite"], env)
-    assert_clean_failure(proc, env, "'tflite'", "choose from torchscript, onnx, onnx-fp16, onnx-int8")
+    assert_clean_failure(proc, env, "'tflite'", "choose from torchscript, onnx, onnx-fp16, onnx-int8", code=2)
 
 
-def test_wrong_family_is_refused(trained_mlp, env):  # noqa: F811
+def test_wrong_family_is_refused(trained_mlp, env):
     ckpt = str(trained_mlp[0])
     assert_clean_failure(export([ckpt, "--family", "sine-rnn"], env), env, "'mnist-mlp'", "expected 'sine-rnn'")
     assert_clean_failure(export([ckpt, "--name", "sine-rnn"], env), env, "belongs to the sine-rnn family")
@@ -112,18 +113,18 @@ def test_wrong_family_is_refused(trained_mlp, env):  # noqa: F811
 SABOTAGE = textwrap.dedent('''
     # Run the real CLI with one step sabotaged, to prove a failure leaves the store untouched.
     import sys
-    import export.api as api
+    import export.pipeline as pipeline
     import export.store as store
 
     what, argv = sys.argv[1], sys.argv[2:]
     if what == "corrupt-onnx":  # the fp32 ONNX file gets truncated after it was written
-        real = api.export_onnx
+        real = pipeline.export_onnx
         def export_onnx(model, spec, path):
             real(model, spec, path)
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 3])
             return path
-        api.export_onnx = export_onnx
+        pipeline.export_onnx = export_onnx
     elif what == "copy-fails":  # the disk fills up half-way through copying into the store
         real_copy, copied = store.shutil.copy2, []
         def copy2(src, dst):

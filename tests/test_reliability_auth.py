@@ -131,15 +131,14 @@ def test_explicit_token_overrides_the_environment(monkeypatch):
 def test_token_auth_over_http(zoo_server, tmp_path):
     import httpx
 
-    from benchmarks.reliability.server import Served
-    from test_service_harness import sibling_home
+    from harness import serve, sibling_home
 
     store = sibling_home(zoo_server, tmp_path)  # not zoo_server's home: see sibling_home
     digit = (Path(__file__).resolve().parents[1] / "service" / "examples" / "digit7.png").read_bytes()
     files = [("images", ("digit7.png", digit, "image/png"))]
     infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [0.0] * 784}]}
     env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp"}
-    with Served(store, tmp_path / "auth.log", env) as s:
+    with serve(store, tmp_path / "auth.log", env) as s:
         for path in ("/livez", "/readyz", "/v2/health/live", "/v2/health/ready"):
             assert httpx.get(s.url + path).status_code == 200, path  # probes need no token
         good = {"Authorization": f"Bearer {TOKEN}"}

@@ -15,8 +15,7 @@ import sys
 import pytest
 
 from benchmarks.reliability.faults import BREAKS, break_store, kill_worker, sigterm_drain, startup_failure
-from benchmarks.reliability.server import ROOT, Served
-from test_service_harness import sibling_home
+from harness import ROOT, serve, sibling_home
 
 pytestmark = pytest.mark.slow
 LOST_IN_FLIGHT = {"RemoteProtocolError", "ReadError", "ConnectError"}  # a connection cut by the dying worker
@@ -30,7 +29,7 @@ def store(zoo_server, tmp_path_factory):
 
 
 def test_killed_worker_is_replaced_and_the_other_keeps_answering(store, tmp_path):
-    with Served(store, tmp_path / "kill.log", {"MODEL_ZOO_MODELS": "mnist-mlp", "MODEL_ZOO_WORKERS": "2"}) as s:
+    with serve(store, tmp_path / "kill.log", {"MODEL_ZOO_MODELS": "mnist-mlp", "MODEL_ZOO_WORKERS": "2"}) as s:
         res = kill_worker(s, users=8, before=2.0, after=1.0, recover_timeout=60)
         assert len(res["new_pids"]) == 2 and res["killed_pid"] not in res["new_pids"]
         assert res["recovery_s"] is not None and res["recovery_s"] < 60, res
@@ -46,7 +45,7 @@ def test_killed_worker_is_replaced_and_the_other_keeps_answering(store, tmp_path
 
 
 def test_sigterm_under_load_drains_in_flight_requests(store, tmp_path):
-    with Served(store, tmp_path / "term.log", {"MODEL_ZOO_MODELS": "mnist-mlp"}) as s:
+    with serve(store, tmp_path / "term.log", {"MODEL_ZOO_MODELS": "mnist-mlp"}) as s:
         res = sigterm_drain(s, users=16, images=32, before=2.0, exit_timeout=45)
     print(f"\nsigterm: {res}")
     assert res["in_flight_at_sigterm"] > 0, res

@@ -108,12 +108,11 @@ def test_idle_and_unfinished_header_connections_are_closed(zoo_server):
 
 @pytest.fixture(scope="module")
 def token_server(zoo_server, tmp_path_factory):
-    from benchmarks.reliability.server import Served
-    from test_service_harness import sibling_home
+    from harness import serve, sibling_home
 
     tmp = tmp_path_factory.mktemp("token")
     env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}
-    with Served(sibling_home(zoo_server, tmp), tmp / "token.log", env) as served:
+    with serve(sibling_home(zoo_server, tmp), tmp / "token.log", env) as served:
         yield served
 
 

@@ -14,10 +14,8 @@ import pytest
 import yaml
 
 from service.ui import FILES, UI_DIR
-from test_service_harness import (BIN, ROOT, eager_probs, free_port, post_images, sibling_home, stop_server,
-                                  wait_ready)
-
-pytest_plugins = ["test_service_harness"]
+from benchmarks.launch import BIN, spawn_service
+from harness import ROOT, eager_probs, post_images, sibling_home
 
 pytestmark = pytest.mark.slow
 
@@ -38,19 +36,13 @@ def test_build_and_serve_the_bento(zoo_server, tmp_path):
     assert {f"service/ui/{name}" for name in FILES} <= sources  # the browser demo ships with the bento
     assert "service/service.py" in sources and not any(s.startswith(("training/", "export/", "tests/")) for s in sources)
 
-    port, log = free_port(), tmp_path / "bento.log"
-    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", tag, "--port", str(port), "--host", "127.0.0.1"],
-                            cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log)
-        r = post_images(url, zoo_server.digits[:3])
+    with spawn_service(home, tmp_path / "bento.log", {"MODEL_ZOO_THREADS": "1"}, target=tag, cwd=tmp_path) as server:
+        server.wait_ready(90)
+        r = post_images(server.url, zoo_server.digits[:3])
         assert r.status_code == 200, r.text
         assert [x["index"] for x in r.json()] == list(eager_probs(zoo_server.mlp, zoo_server.x_test[:3]).argmax(1))
-        page = httpx.get(url + "/ui/app.js")
+        page = httpx.get(server.url + "/ui/app.js")
         assert page.status_code == 200 and page.text == (UI_DIR / "app.js").read_text()
-    finally:
-        stop_server(proc)
 
 
 def test_examples_print_working_calls(zoo_server):

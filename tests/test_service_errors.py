@@ -15,10 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_service_harness import (eager_forecast, eager_probs, post_images, sibling_home, start_server, stop_server,
-                                  wait_ready)
-
-pytest_plugins = ["test_service_harness"]
+from harness import eager_forecast, eager_probs, post_images, serve, sibling_home
 
 pytestmark = pytest.mark.slow
 
@@ -125,15 +122,11 @@ def tight_server(zoo_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tight")
     home = sibling_home(zoo_server, tmp)  # own metrics directory, same store
     log = tmp / "server.log"
-    proc, url = start_server(home, log, {
+    with serve(home, log, {
         "MODEL_ZOO_RUNTIME": "torchscript", "MODEL_ZOO_MAX_IMAGES": "4", "MODEL_ZOO_MAX_BODY_MB": "1",
         "MODEL_ZOO_MAX_PIXELS": "4096", "MODEL_ZOO_MAX_LATENCY_MS": "5", "MODEL_ZOO_MAX_BATCH": "4",
-        "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"})  # the transfer entry has no model.ts (exported onnx only)
-    try:
-        wait_ready(url, proc, log)
-        yield url, log
-    finally:
-        stop_server(proc)
+        "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}) as server:  # the transfer entry has no model.ts (exported onnx only)
+        yield server.url, log
 
 
 def test_torchscript_runtime_gives_the_same_answers(zoo_server, tight_server):

@@ -1,4 +1,4 @@
-"""Integration: the REST endpoints of a real ``bentoml serve`` (test_service_harness.py), compared
+"""Integration: the REST endpoints of a real ``bentoml serve`` (``zoo_server`` in conftest.py), compared
 with eager PyTorch on real MNIST test images and the same sine checkpoint."""
 
 from __future__ import annotations
@@ -12,20 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_service_harness import eager_forecast, eager_probs, post_images
+from harness import eager_forecast, eager_probs, post_images
 
-pytest_plugins = ["test_service_harness"]
 pytestmark = pytest.mark.slow
-
-
-def __getattr__(name: str):
-    """``from test_service_http import zoo_server`` keeps working (tests/conftest.py does it) without
-    pytest seeing a second, module-level copy of the session fixture here (``dir()`` does not list it)."""
-    if name == "zoo_server":
-        from test_service_harness import zoo_server
-
-        return zoo_server
-    raise AttributeError(name)
 
 
 # ---------------------------------------------------------------------------- health

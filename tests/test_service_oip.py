@@ -13,9 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from test_service_harness import eager_forecast, eager_probs
-
-pytest_plugins = ["test_service_harness"]
+from harness import eager_probs
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ import torchvision
 from PIL import Image
 
 from fixtures_data import mnist_data_dir
-from test_service_harness import ROOT, post_images, sibling_home, start_server, stop_server, wait_ready
+from harness import ROOT, post_images, serve, sibling_home
 from training.checkpoint import load_checkpoint
 from training.models import build_model
 
@@ -116,13 +116,9 @@ def repo(zoo_server, tmp_path_factory) -> Repo:
     log = tmp / "server.log"
     # Two workers: every load/unload must reach both. The two classifiers are served from the start,
     # next to the zoo's MLP; 'loadable' is in the store but not served until loaded.
-    proc, url = start_server(home, log, {"MODEL_ZOO_WORKERS": "2",
-                                         "MODEL_ZOO_MODELS": "mnist-mlp,mnist-pair,mnist-trio"})
-    try:
-        wait_ready(url, proc, log, timeout=240)
-        yield Repo(url, home, pair, trio, tests, log)
-    finally:
-        stop_server(proc)
+    with serve(home, log, {"MODEL_ZOO_WORKERS": "2", "MODEL_ZOO_MODELS": "mnist-mlp,mnist-pair,mnist-trio"},
+               timeout=240) as server:
+        yield Repo(server.url, home, pair, trio, tests, log)
 
 
 def _eager_top1(model: torch.nn.Module, png: bytes) -> tuple[int, float]:

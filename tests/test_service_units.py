@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from export import parse_formats
-from export.api import build_artifacts
+from export.pipeline import build_artifacts
 from service.batching import Batcher
 from service.config import ConfigError, Settings, worker_cores
 from service.errors import BadRequest, Overloaded

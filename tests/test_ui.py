@@ -1,4 +1,4 @@
-"""The browser demo (/ui) and the front page (/) on the shared real server (test_service_harness.py).
+"""The browser demo (/ui) and the front page (/) on the shared real server (``zoo_server`` in conftest.py).
 
 HTTP checks first (content types, unknown files, no external URL in the static files), then a real
 headless Chromium (Debian's ``chromium`` + ``chromium-driver``, installed by ``make test``) driven by
@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from service.ui import FILES, UI_DIR
-from test_service_harness import eager_forecast, eager_probs, sibling_home, start_server, stop_server, wait_ready
+from harness import eager_forecast, eager_probs, serve, sibling_home
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,10 +296,9 @@ def test_pages_load_nothing_from_outside_the_server(zoo_server, browser):
 def test_page_asks_for_the_token(zoo_server, browser, tmp_path):
     token = "ui-test-token"
     log = tmp_path / "server.log"
-    proc, url = start_server(sibling_home(zoo_server, tmp_path), log,
-                             {"MODEL_ZOO_API_TOKEN": token, "MODEL_ZOO_MODELS": "sine-rnn", "MODEL_ZOO_WARMUP_S": "0"})
-    try:
-        wait_ready(url, proc, log)
+    with serve(sibling_home(zoo_server, tmp_path), log,
+               {"MODEL_ZOO_API_TOKEN": token, "MODEL_ZOO_MODELS": "sine-rnn", "MODEL_ZOO_WARMUP_S": "0"}) as server:
+        url = server.url
         assert httpx.get(url + "/ui").status_code == 200  # the page itself needs no token
         assert httpx.get(url + "/ui/app.js").status_code == 200
         assert httpx.post(url + "/v2/repository/index", json={}).status_code == 401
@@ -315,5 +314,3 @@ def test_page_asks_for_the_token(zoo_server, browser, tmp_path):
         page.d.execute_script("sessionStorage.clear()")
         page.open("/")
         assert page.el("token-box").is_displayed() and "401" in page.el("error").text
-    finally:
-        stop_server(proc)

@@ -31,12 +31,12 @@ from typing import Any
 import httpx
 
 from benchmarks.reliability.load import Load, bodies_for, summarise
-from benchmarks.reliability.server import Served
+from benchmarks.launch import ONE_WORKER, Server, spawn_service, start_service
 
 BREAKS = ("missing", "corrupt", "wrong-family")
 
 
-def kill_worker(served: Served, users: int = 16, before: float = 3.0, after: float = 2.0,
+def kill_worker(served: Server, users: int = 16, before: float = 3.0, after: float = 2.0,
                 recover_timeout: float = 90.0) -> dict[str, Any]:
     load = Load(served.url, "/classify_digit", bodies_for("classify_digit"), users).start()
     time.sleep(before)
@@ -71,7 +71,7 @@ def kill_worker(served: Served, users: int = 16, before: float = 3.0, after: flo
     }
 
 
-def sigterm_drain(served: Served, users: int = 32, images: int = 32, before: float = 3.0,
+def sigterm_drain(served: Server, users: int = 32, images: int = 32, before: float = 3.0,
                   exit_timeout: float = 60.0) -> dict[str, Any]:
     load = Load(served.url, "/classify_digit", bodies_for("classify_digit", images), users,
                 stop_on_refusal=True).start()
@@ -126,7 +126,7 @@ def _latest(home: Path, name: str) -> Path:
 
 def startup_failure(home: Path, log: Path, exit_timeout: float = 90.0,
                     env: dict[str, str] | None = None) -> dict[str, Any]:
-    served = Served(home, log, env).start()
+    served = spawn_service(home, log, {**ONE_WORKER, **(env or {})})
     ready_seen = live_seen = False
     t0 = time.monotonic()
     while served.proc.poll() is None and time.monotonic() - t0 < exit_timeout:
@@ -150,11 +150,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zoo-faults-") as tmp:
         tmp = Path(tmp)
         if args.scenario in ("all", "kill-worker"):
-            with Served(home, tmp / "kill.log", {"MODEL_ZOO_WORKERS": str(args.workers)}) as s:
+            with start_service(home, tmp / "kill.log", {**ONE_WORKER, "MODEL_ZOO_WORKERS": str(args.workers)}) as s:
                 out["kill_worker"] = kill_worker(s, users=args.users)
         if args.scenario in ("all", "sigterm"):
-            s = Served(home, tmp / "term.log")
-            with s:
+            with start_service(home, tmp / "term.log", ONE_WORKER) as s:
                 out["sigterm"] = sigterm_drain(s, users=args.users)
         if args.scenario in ("all", "startup"):
             out["startup"] = {}

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.reliability.server import Served
+from benchmarks.launch import ONE_WORKER, Server, home_over, start_service
 
 TOKEN = "hostile-probe-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,7 +36,7 @@ MiB = 2**20
 class Peak:
     """Samples the worker's RSS every 50 ms while a probe runs."""
 
-    def __init__(self, served: Served) -> None:
+    def __init__(self, served: Server) -> None:
         self.served, self.peak, self.start, self._stop = served, 0, 0, threading.Event()
 
     def __enter__(self) -> "Peak":
@@ -109,7 +109,7 @@ def _status(s: socket.socket) -> bytes:
         return f"(no answer: {type(exc).__name__})".encode()
 
 
-def probes(served: Served, args: argparse.Namespace) -> dict[str, Any]:
+def probes(served: Server, args: argparse.Namespace) -> dict[str, Any]:
     url, port, out = served.url, served.port, {}
 
     def report(key: str, **figures: Any) -> None:
@@ -242,11 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "bentoml"  # a fresh home over the store: its own metric files
-        home.mkdir()
-        (home / "models").symlink_to(Path(args.home).resolve() / "models")
+        home = home_over(Path(args.home), Path(tmp))  # its own metric files
         env = {"MODEL_ZOO_API_TOKEN": TOKEN, "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}
-        with Served(home, Path(tmp) / "server.log", env) as served:
+        with start_service(home, Path(tmp) / "server.log", {**ONE_WORKER, **env}) as served:
             figures = probes(served, args)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

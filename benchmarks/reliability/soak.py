@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.reliability.load import Load, bodies_for
-from benchmarks.reliability.server import Served
+from benchmarks.launch import ONE_WORKER, Server, start_service
 from clients.bench import run_level
 
 # (endpoint, images per request, users): the clients.bench streams
@@ -66,7 +66,7 @@ def bad_bodies() -> list[tuple[bytes, dict[str, str]]]:
 
 
 class RssSampler(threading.Thread):
-    def __init__(self, served: Served, every: float) -> None:
+    def __init__(self, served: Server, every: float) -> None:
         super().__init__(daemon=True)
         self.served, self.every = served, every
         self.samples: list[tuple[float, dict[int, int]]] = []
@@ -104,7 +104,7 @@ def run_windows(url: str, minutes: float, window: float, token: str | None) -> l
     return results
 
 
-def summarise(windows, oip: Load, bad: Load, sampler: RssSampler, warmup_s: float, served: Served,
+def summarise(windows, oip: Load, bad: Load, sampler: RssSampler, warmup_s: float, served: Server,
               first_pids: set[int]) -> dict[str, Any]:
     streams: dict[str, dict[str, Any]] = {}
     for w in windows:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("MODEL_ZOO_API_TOKEN") or None
     # the server's log goes next to --json, else to the temp dir (not into the working tree)
     log = Path(args.json).with_suffix(".server.log") if args.json else Path(tempfile.gettempdir()) / "zoo-soak.log"
-    with Served(home, log, {"MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}) as served:
+    with start_service(home, log, {**ONE_WORKER, "MODEL_ZOO_MODELS": "mnist-mlp,sine-rnn"}) as served:
         first = set(served.worker_rss())
         sampler = RssSampler(served, every=5.0)
         sampler.start()

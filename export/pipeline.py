@@ -30,7 +30,8 @@ EVAL_SAMPLES = 512  # validation samples for top-1 parity and the accuracy figur
 CALIBRATION_SAMPLES = 128  # of those, used to calibrate static int8 (ResNets)
 
 
-def load_model(checkpoint_path: str | Path, family: str | None = None) -> tuple[dict[str, Any], torch.nn.Module, Spec]:
+def model_from_checkpoint(checkpoint_path: str | Path,
+                          family: str | None = None) -> tuple[dict[str, Any], torch.nn.Module, Spec]:
     """Checkpoint -> (checkpoint dict, eval-mode model with its weights, spec)."""
     ckpt = load_checkpoint(checkpoint_path, family=family)
     spec = Spec.from_dict(ckpt["spec"])
@@ -106,7 +107,7 @@ def export_checkpoint(
     checkpoint of another family.
     """
     parse_formats(formats)  # an unknown format fails before any work is done
-    ckpt, model, spec = load_model(checkpoint_path, family=family)
+    ckpt, model, spec = model_from_checkpoint(checkpoint_path, family=family)
     fmts = parse_formats(formats, spec.task)
     name = check_name(name or spec.family)
     if name in MODELS and name != spec.family:

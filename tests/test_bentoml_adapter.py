@@ -1,0 +1,79 @@
+"""The BentoML internals service/bentoml_adapter.py relies on are still there and still behave so.
+
+Each test fails with the internal's name when a BentoML upgrade changes it; what the service does
+with them over HTTP is checked by the service tests (batching, 4xx bodies, every route answering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import numpy as np
+import pytest
+
+from service.bentoml_adapter import INTERNALS, bind_api_methods, cork_dispatcher, input_as_parsed, raise_latency_budget
+
+
+def test_cork_dispatcher_batches_items_and_its_budget_can_be_raised():
+    from bentoml._internal.marshal import dispatcher as module
+
+    assert "self.max_latency" in inspect.getsource(module.CorkDispatcher.train_optimizer), INTERNALS["dispatcher"]
+    assert "self.max_latency" in inspect.getsource(module.CorkDispatcher.controller), INTERNALS["dispatcher"]
+
+    async def run() -> tuple[list[int], float]:
+        sizes: list[int] = []
+
+        async def call(parts):
+            sizes.append(sum(len(p) for p in parts))
+            return [p * 2 for p in parts]
+
+        d = cork_dispatcher(1000, 8, fallback=lambda: None)
+        assert raise_latency_budget(d, 0.5) == 1.0 and raise_latency_budget(d, 3.0) == 3.0
+        submit = d(call)
+        outs = await asyncio.gather(*(submit(np.full((3, 2), i, np.float32)) for i in range(4)))
+        d.shutdown()
+        for i, out in enumerate(outs):
+            np.testing.assert_array_equal(out, np.full((3, 2), 2 * i, np.float32))
+        return sizes, d.max_latency
+
+    try:
+        sizes, budget = asyncio.run(run())
+    except TypeError as exc:
+        pytest.fail(f"BentoML changed {INTERNALS['dispatcher']}: {exc}")
+    assert budget == 3.0 and sum(sizes) == 12 and max(sizes) <= 8, (sizes, INTERNALS["dispatcher"])
+
+
+def test_endpoint_arguments_are_the_parsed_input_as_it_is():
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    source = inspect.getsource(ServiceAppFactory.api_endpoint)
+    assert "input_spec.from_http_request(" in source, INTERNALS["input"]
+    assert "getattr(input_data, k) for k in input_data.model_fields" in source, INTERNALS["input"]
+
+    from service.service import ForecastRequest
+    from service.uploads import ImageUpload, Uploads
+
+    problem = ValueError("carried")
+    parsed = input_as_parsed(ForecastRequest, history=problem, steps=0)
+    assert parsed.history is problem  # not validated against list[float]
+    uploads = Uploads(files=[("a.png", b"x")])
+    assert input_as_parsed(ImageUpload, images=uploads).images is uploads
+
+
+def test_api_methods_resolved_once_are_what_bentoml_would_call():
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.method import APIMethod
+
+    assert not hasattr(APIMethod, "__set__"), f"APIMethod became a data descriptor: {INTERNALS['api_method']}"
+    assert "getattr(self._service_instance, name).local" in inspect.getsource(ServiceAppFactory.api_endpoint), \
+        INTERNALS["api_method"]
+
+    from service.service import ModelZoo
+
+    instance = ModelZoo.inner.__new__(ModelZoo.inner)
+    bind_api_methods(instance, ModelZoo.apis)
+    for name in ModelZoo.apis:
+        method = getattr(instance, name)
+        assert method is getattr(instance, name)  # resolved once
+        assert method.local.__wrapped__ is ModelZoo.apis[name].func, INTERNALS["api_method"]
