@@ -86,7 +86,8 @@ async def _run_batches(args, zoo: AsyncZooClient, todo: list[Found], store: Resu
     queue: asyncio.Queue[list[Found]] = asyncio.Queue()
     for i in range(0, len(todo), args.batch_size):
         queue.put_nowait(todo[i:i + args.batch_size])
-    bar = tqdm(total=len(todo), unit="img", desc="classify", file=sys.stderr, disable=args.no_progress or not todo, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="img", desc="classify", file=sys.stderr, dynamic_ncols=True,
+               disable=args.no_progress or not todo or not sys.stderr.isatty())  # a log gets no bar lines
 
     async def worker() -> None:
         while not queue.empty():

@@ -1,8 +1,8 @@
 """Turning what a caller holds (a path, bytes, a PIL image) into one multipart upload.
 
-The server decodes an upload by its declared content type (a JPEG sent as
-``image/png`` fails), so the type is taken from the file's magic bytes, then from
-its extension, never guessed blindly.
+The server decodes an upload by its bytes, whatever type it declares; the declared type is
+still taken from the file's magic bytes, then from its extension, so that logs, proxies and
+other servers see the true one.
 """
 
 from __future__ import annotations

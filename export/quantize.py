@@ -9,16 +9,8 @@
   inputs, after ORT's ``quant_pre_process`` (shape inference + graph optimisation so Conv/Relu/Add
   patterns are fused before the scales are chosen).
 
-Why U8S8 and not S8S8 (measured, cifar10-resnet18, batch 64, 2 intra-op threads, AVX512-VNNI CPU,
-ORT 1.31): with S8S8 QDQ the CPU EP fused only 8 of the 20 convolutions into ``QLinearConv``; the
-other 12 ran as fp32 ``Conv`` between Dequantize/Quantize pairs (71% of the time), so int8 was no
-faster than fp32 (0.94x). With U8S8 all 20 become ``QLinearConv`` (NHWC, 98% of the time) and int8
-ran 2.35x and 2.55x fp32 in two runs (medians, shared machine); transfer-resnet18 at 224, batch 64:
-2.75x. Top-1 and accuracy of a ResNet trained briefly on real digits were the same as with S8S8 (99.0%
-agreement with fp32 over 1000 test images, accuracy -0.1 points). QOperator U8S8 was slower (1.99x);
-per-tensor weights no faster than per-channel. ``reduce_range`` (7-bit weights, ORT's remedy for
-``VPMADDUBSW`` saturation on x86 CPUs without VNNI, where U8S8 can lose accuracy) cost agreement here
-(98.4%), so it is off; on such a CPU, the int8 accuracy in report.json (ORT on the exporting machine) shows it.
+Why U8S8 (uint8 activations, int8 weights) and not S8S8, and why ``reduce_range`` is off: the
+measurements and how to rerun them are in docs/quantization.md.
 """
 
 from __future__ import annotations

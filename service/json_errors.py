@@ -18,9 +18,10 @@ Wiring (service/service.py)::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
+
+from service.responses import error_bytes
 
 REWRITTEN = {404, 405}
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -38,7 +39,7 @@ def message(status: int, method: str, path: str, allow: str | None) -> str:
         # Starlette builds Allow from a set, so its order changes between runs: sort for a stable message.
         allowed = ", ".join(sorted(m.strip() for m in allow.split(","))) if allow else ""
         return f"method {method} is not allowed on {path}" + (f"; allowed: {allowed}" if allowed else "")
-    return f"no such route: {method} {path} (see /docs for the API, /v2 for the Open Inference Protocol)"
+    return f"no such route: {method} {path} (see / for the routes, /docs.json for the API, /v2 for the Open Inference Protocol)"
 
 
 class JsonErrors:
@@ -63,7 +64,7 @@ class JsonErrors:
                     allow = headers.get(b"allow")
                     text = message(msg["status"], scope.get("method", "?"), scope.get("path", "?"),
                                    allow.decode("latin-1") if allow else None)
-                    body = json.dumps({"error": text}).encode()
+                    body = error_bytes(text)
                     out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                     if allow:
                         out.append((b"allow", allow))

@@ -4,7 +4,8 @@ BentoML builds its document from ``@bentoml.api`` methods only (and from mounted
 per-model REST routes, the Open Inference Protocol and Triton's repository extension live in a
 Starlette app (service/service.py ``MODELS_APP``), so they are described here and merged into the
 document BentoML generates (its public ``Service.openapi_spec``). Served at ``/docs.json`` by that app,
-which BentoML mounts before its own route of the same path; ``/docs`` (Swagger UI) reads it.
+which BentoML mounts before its own route of the same path (BentoML serves no Swagger UI here: ``/`` is
+the service's front page).
 """
 
 from __future__ import annotations

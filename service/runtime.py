@@ -115,9 +115,8 @@ def _onnx_session(model_dir: Path, spec: Spec, precision: str, threads: int) -> 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # one model call uses the worker's cores; batches run one at a time
     opts.inter_op_num_threads = 1
-    # No busy-waiting between calls: ORT's pool threads otherwise spin for a while after each call and
-    # take the core the event loop needs to parse the next requests (a server calls the model in
-    # short bursts, not back to back). Measured at c=32 on /classify_digit: see the commit message.
+    # No busy-waiting between calls: ORT's pool threads otherwise spin after each call and take the core
+    # the event loop needs to parse the next requests (service/README.md, "Per-request overhead").
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # ORT's own warnings go to stderr; ours say what was chosen
     path = model_dir / artifact

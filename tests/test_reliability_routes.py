@@ -31,7 +31,8 @@ def test_plain_404_and_405_become_json():
     c = client()
     r = c.get("/nope")
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
-    assert r.json() == {"error": "no such route: GET /nope (see /docs for the API, /v2 for the Open Inference Protocol)"}
+    assert r.json() == {"error": "no such route: GET /nope "
+                                 "(see / for the routes, /docs.json for the API, /v2 for the Open Inference Protocol)"}
     r = c.post("/v2/models/x")
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
     assert r.json() == {"error": "method POST is not allowed on /v2/models/x; allowed: GET, HEAD"}

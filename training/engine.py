@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, task: Task, optimizer:
     cl = args.channels_last and device.type == "cuda"
     total_loss, total_score, count, seen = 0.0, 0.0, 0, 0
     start = time.perf_counter()
+    # a bar only on a terminal: into a log it would write a line per batch (the epoch line follows anyway)
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
-               disable=not args.progress or not distributed.world().is_main)
+               disable=not args.progress or not distributed.world().is_main or not sys.stderr.isatty())
     for i, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, cl), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
