@@ -7,15 +7,9 @@ format names can be used anywhere.
 
 from __future__ import annotations
 
-# Every format the exporter can produce, in the order they are built and reported.
-# The file each one becomes in the model store is fixed by docs/contracts.md.
-FORMAT_FILES = {
-    "torchscript": "model.ts",
-    "onnx": "model.onnx",
-    "onnx-fp16": "model.fp16.onnx",
-    "onnx-int8": "model.int8.onnx",
-}
-FORMATS = tuple(FORMAT_FILES)
+from service.entry import FORMAT_FILES
+
+FORMATS = tuple(FORMAT_FILES)  # every format the exporter can produce, in the order they are built
 
 
 class ExportError(RuntimeError):

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from export import ExportError
+from service.entry import io_names
+from service.errors import first_line
 from service.spec import Spec
 
 OPSET = 17  # >= 17 per the contract; the newest opset every ORT quantiser/fp16 tool here handles
@@ -52,14 +54,6 @@ class RecurrentStep(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         y, (h_out,) = self.model(x, (h,))
         return y, h_out
-
-
-def io_names(spec: Spec) -> tuple[list[str], list[str]]:
-    """Input and output tensor names of the exported graphs (docs/contracts.md)."""
-    if spec.task == "forecast":
-        states = spec.sequence.state_names  # ["h"] or ["h", "c"]
-        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
-    return ["input"], ["logits"]
 
 
 def dynamic_axes(spec: Spec) -> dict[str, dict[int, str]]:
@@ -160,5 +154,4 @@ def check_onnx(path: Path, full: bool = True) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=full)
     except Exception as exc:  # ValidationError, InferenceError, DecodeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{Path(path).name}: failed onnx.checker: {first}") from exc
+        raise ExportError(f"{Path(path).name}: failed onnx.checker: {first_line(exc)}") from exc

@@ -22,6 +22,7 @@ from export.artifacts import OPSET, export_onnx, export_torchscript
 from export.quantize import to_fp16, to_int8
 from export.store import check_name, model_card, register
 from export.verify import format_table, verify
+from service.errors import first_line
 from service.spec import Spec
 from training.checkpoint import load_checkpoint
 from training.models import MODELS, build_model
@@ -44,8 +45,7 @@ def model_from_checkpoint(checkpoint_path: str | Path,
         model = build_model(found, ckpt["config"].get("model") or {})
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"{checkpoint_path}: the weights do not fit a {found} model: {first}") from exc
+        raise ExportError(f"{checkpoint_path}: the weights do not fit a {found} model: {first_line(exc)}") from exc
     return ckpt, model.eval(), spec
 
 

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from export import ExportError
-from export.artifacts import io_names, serving_module
+from export.artifacts import serving_module
 from export.runners import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
+from service.entry import io_names
+from service.errors import first_line
 from service.spec import Spec
 
 RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
@@ -86,8 +88,8 @@ def verify(
         except ExportError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(f"{path.name}: cannot be loaded by {'torch.jit' if fmt == 'torchscript' else 'ONNX Runtime'}: {first}") from exc
+            loader = "torch.jit" if fmt == "torchscript" else "ONNX Runtime"
+            raise ExportError(f"{path.name}: cannot be loaded by {loader}: {first_line(exc)}") from exc
         outputs = run_all(run, spec, inputs)
         row.update(_quality(spec, outputs, targets))
         row["max_abs_diff"] = _max_diff(outputs, reference)

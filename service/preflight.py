@@ -29,7 +29,8 @@ import sys
 
 from service.config import Settings
 from service.families import FAMILIES
-from service.store import check_entry, entry_family, first_line, get_entry, list_entries
+from service.errors import first_line
+from service.store import check_entry, entry_family, get_entry, list_entries
 
 
 class PreflightError(SystemExit):

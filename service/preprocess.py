@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import TooLarge, UnsupportedImage
+from service.errors import TooLarge, UnsupportedImage, first_line
 from service.spec import ImageSpec
 
 # Formats PIL may sniff. Others (EPS would run Ghostscript; TGA has no magic number) are refused.
@@ -89,8 +89,7 @@ def decode(data: bytes, label: str, max_pixels: int) -> Image.Image:
             Image.DecompressionBombWarning) as exc:
         # PIL reports truncated/corrupt data as OSError ("image file is truncated", "broken data stream"),
         # SyntaxError (bad PNG chunks), ValueError/EOFError/IndexError from individual decoders.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedImage(f"{label}: corrupt or truncated image data: {reason}") from None
+        raise UnsupportedImage(f"{label}: corrupt or truncated image data: {first_line(exc)}") from None
     return img
 
 

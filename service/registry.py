@@ -29,7 +29,7 @@ from service.errors import (
 from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
 from service.models import Forecaster, ImageClassifier, build_served_model
 from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
-from service.store import check_entry, entry_family, first_line, get_entry, list_entries
+from service.store import check_entry, entry_family, get_entry, list_entries
 
 logger = logging.getLogger("model_zoo.registry")
 

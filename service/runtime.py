@@ -22,23 +22,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from service.entry import FORMAT_FILES, io_names
+from service.errors import first_line
 from service.spec import Spec
 
 logger = logging.getLogger("model_zoo.runtime")
 
-ARTIFACTS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "torchscript": "model.ts"}
+# precision (or runtime) -> the store entry's file that serves it
+ARTIFACTS = {"fp32": FORMAT_FILES["onnx"], "fp16": FORMAT_FILES["onnx-fp16"], "int8": FORMAT_FILES["onnx-int8"],
+             "torchscript": FORMAT_FILES["torchscript"]}
 
 
 class RuntimeLoadError(RuntimeError):
     """A model directory whose artifacts cannot be loaded; the message names the file."""
-
-
-def io_names(spec: Spec) -> tuple[list[str], list[str]]:
-    """Tensor names fixed by docs/contracts.md."""
-    if spec.task == "forecast":
-        states = spec.sequence.state_names
-        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
-    return ["input"], ["logits"]
 
 
 def cuda_device_count() -> int:
@@ -126,7 +122,7 @@ def _onnx_session(model_dir: Path, spec: Spec, precision: str, threads: int) -> 
         if gpu:
             logger.warning("%s: GPU session for %s failed (%s); falling back to CPU fp32", spec.family, artifact, exc)
             return _onnx_cpu_fallback(model_dir, spec, threads, opts)
-        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from exc
+        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {first_line(exc)}") from exc
     used = sess.get_providers()[0]
     if gpu and used == "CPUExecutionProvider":
         logger.warning("%s: CUDA was listed but the session runs on CPU; rebuilding with fp32", spec.family)
@@ -141,7 +137,7 @@ def _onnx_cpu_fallback(model_dir: Path, spec: Spec, threads: int, opts: Any) -> 
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from exc
+        raise RuntimeLoadError(f"{path}: ONNX Runtime cannot load it: {first_line(exc)}") from exc
     return _wrap_ort(sess, spec, ARTIFACTS["fp32"], "CPUExecutionProvider")
 
 
@@ -172,7 +168,7 @@ def _torchscript_session(model_dir: Path, spec: Spec, threads: int) -> Session:
             warnings.simplefilter("ignore", FutureWarning)  # "jit.load is deprecated": still how a .ts file loads
             module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # noqa: BLE001 - RuntimeError for corrupt files, others for missing ops
-        raise RuntimeLoadError(f"{path}: torch.jit.load failed: {str(exc).splitlines()[0]}") from exc
+        raise RuntimeLoadError(f"{path}: torch.jit.load failed: {first_line(exc)}") from exc
     inputs, outputs = io_names(spec)
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

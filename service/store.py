@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from service.errors import first_line
 from service.families import FAMILIES
 from service.spec import Spec
 
@@ -70,9 +71,3 @@ def check_entry(entry: Any, runtime: str, precision: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - RuntimeLoadError names the file; anything else too
         return f"model {entry.tag.name!r} ({tag}): {first_line(exc)}"
     return None
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line for a client or a log: its message's first line, or its type."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

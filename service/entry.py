@@ -1,0 +1,22 @@
+"""What a model store entry holds, as export writes it and the service reads it (docs/contracts.md):
+the file each format becomes and the tensor names of the graphs. Standard library only."""
+
+from __future__ import annotations
+
+from service.spec import Spec
+
+# Every format the exporter can produce, in the order they are built and reported -> its file in the entry.
+FORMAT_FILES = {
+    "torchscript": "model.ts",
+    "onnx": "model.onnx",
+    "onnx-fp16": "model.fp16.onnx",
+    "onnx-int8": "model.int8.onnx",
+}
+
+
+def io_names(spec: Spec) -> tuple[list[str], list[str]]:
+    """Input and output tensor names of the exported graphs."""
+    if spec.task == "forecast":
+        states = spec.sequence.state_names  # ["h"] or ["h", "c"]
+        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
+    return ["input"], ["logits"]
