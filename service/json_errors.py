@@ -2,8 +2,8 @@
 
 DESIGN.md: every 4xx body is JSON with a message that names the problem. The service's own errors
 are, but routing errors come from Starlette underneath BentoML as ``text/plain`` "Not Found" /
-"Method Not Allowed" (an unknown path, ``GET /classify_digit``, an OIP model name with a newline).
-Found by the schemathesis run in tests/test_reliability_fuzz.py. This rewrites only those: a 404 or
+"Method Not Allowed" (an unknown path, ``GET /classify_digit``, an OIP model name with a newline;
+tests/test_reliability_fuzz.py sends such requests). This rewrites only those: a 404 or
 405 whose content type is not JSON; JSON errors from the endpoints pass through untouched, and the
 ``Allow`` header of a 405 is kept.
 
