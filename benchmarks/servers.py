@@ -20,6 +20,7 @@ READY_TIMEOUT_S = 180.0  # a cold BentoML start + warm-up of three models on 2 b
 
 
 def _spawn(kind: str, cmd: list[str], env: dict[str, str], log: Path, url: str) -> Server:
+    """``launch.spawn`` for a server command listening at ``url`` (the naive servers)."""
     return spawn(kind, cmd, log, int(url.rsplit(":", 1)[1]), env)
 
 
