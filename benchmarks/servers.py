@@ -34,7 +34,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    kind: str  # "service" | "naive"
+    kind: str  # "service" | "service-int8" | "naive-ort" | "naive"
     proc: subprocess.Popen
     url: str
     log: Path
@@ -89,6 +89,18 @@ def start_naive(models: list[StoredModel], log: Path) -> Server:
     for m in models:
         cmd += ["--model", f"{m.name}={m.checkpoint}"]
     return _wait(_spawn("naive", cmd, dict(os.environ), log, f"http://127.0.0.1:{port}"))
+
+
+def start_naive_ort(models: list[StoredModel], log: Path) -> Server:
+    """The naive ONNX Runtime server on the store entries' own ``model.onnx`` (classifiers only)."""
+    from service.families import FAMILIES
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.baselines.naive_ort_server", "--host", "127.0.0.1", "--port", str(port)]
+    for m in models:
+        if FAMILIES[m.name].decoder == "images":
+            cmd += ["--model", f"{m.name}={m.model_dir}"]
+    return _wait(_spawn("naive-ort", cmd, dict(os.environ), log, f"http://127.0.0.1:{port}"))
 
 
 def _wait(server: Server, timeout: float = READY_TIMEOUT_S) -> Server:
