@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import httpx
 
-from benchmarks.loadgen import run_wrk, write_bodies, zoo_bench
+from benchmarks.loadgen import drain, run_wrk, write_bodies, zoo_bench
 from benchmarks.servers import Profiler, Server, start_naive, start_naive_ort, start_service
 from benchmarks.store import StoredModel
 
@@ -70,7 +70,10 @@ def load(server: Server, level: Level, duration: float, work: Path, tag: str, ge
                          work / f"{tag}.json", warmup_requests)
     items = 1 if level.endpoint == "forecast_sine" else level.images
     manifest = write_bodies(level.endpoint, level.images, work / f"bodies-{level.endpoint}-k{level.images}")
-    return run_wrk(server.url, f"/{level.endpoint}", level.concurrency, duration, manifest, items)
+    rec = run_wrk(server.url, f"/{level.endpoint}", level.concurrency, duration, manifest, items)
+    if warmup_requests:  # a warm-up: its leftovers must not run into the timed window that follows
+        drain(server.url, f"/{level.endpoint}", manifest)
+    return rec
 
 
 def batch_stats(url: str, model: str) -> tuple[float, float]:

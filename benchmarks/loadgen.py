@@ -88,6 +88,20 @@ def run_wrk(url: str, path: str, concurrency: int, duration: float, manifest: Pa
     }
 
 
+def drain(url: str, path: str, manifest: Path, timeout: float = 300.0) -> None:
+    """Send one request and wait for its answer. wrk drops its connections with requests in flight when
+    its time is up; a one-request-at-a-time server still computes those, so without this the next
+    timed window would start behind the warm-up's leftovers (observed: 0 answers in 10 s)."""
+    import httpx
+
+    ctype, body_file = manifest.read_text().splitlines()[0].split("\t")
+    try:
+        httpx.post(url.rstrip("/") + path, content=Path(body_file).read_bytes(), headers={"Content-Type": ctype},
+                   timeout=timeout)
+    except httpx.TransportError as exc:
+        raise BenchError(f"the server at {url} did not answer after the warm-up: {exc}") from None
+
+
 def _children_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
