@@ -12,7 +12,7 @@ PORT   ?= 3000
 DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export DATA_DIR
 
-.PHONY: help install kubectl chromium serve test models bench container-test clean
+.PHONY: help install kubectl chromium wrk test-tools serve test models bench container-test clean
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (trains quick models if missing)"
@@ -22,7 +22,7 @@ help:
 	@echo "make container-test  build the OCI image, run it and check its answers"
 	@echo "make clean           remove the venv, build outputs and caches"
 
-install: $(STAMP) $(SCAN_STAMP) kubectl chromium
+install: $(STAMP) $(SCAN_STAMP) test-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,28 +35,35 @@ $(SCAN_STAMP): deploy/k8s/requirements-scan.txt
 	$(SCAN_VENV)/bin/python -m pip install -q -r deploy/k8s/requirements-scan.txt
 	@touch $@
 
-# `kubectl kustomize` builds deploy/k8s; Debian's kubernetes-client when the host has no kubectl.
-kubectl:
-	@command -v kubectl >/dev/null || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubernetes-client; }
+# $(call debs,COMMAND:PACKAGE ...): install, in one apt-get call, the Debian packages whose command is missing.
+debs = @missing=$$(for t in $(1); do command -v $$(echo $$t | cut -d: -f1) >/dev/null || echo $$t | cut -d: -f2; done); \
+	[ -z "$$missing" ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }
 
-# tests/test_ui.py drives the browser demo in headless Chromium: Debian's chromium and its chromedriver.
+# `kubectl kustomize` builds deploy/k8s (Debian's kubernetes-client when the host has no kubectl);
+# tests/test_ui.py drives the browser demo in headless Chromium with its chromedriver; the benchmarks'
+# load generator is wrk (tests/test_bench_http.py runs it).
+kubectl:
+	$(call debs,kubectl:kubernetes-client)
 chromium:
-	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(call debs,chromium:chromium chromedriver:chromium-driver)
+wrk:
+	$(call debs,wrk:wrk)
+test-tools:
+	$(call debs,kubectl:kubernetes-client chromium:chromium chromedriver:chromium-driver wrk:wrk)
 
 serve: $(STAMP)
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.examples --port $(PORT)
 	$(BIN)/bentoml serve service.service:ModelZoo --port $(PORT) --host 127.0.0.1
 
-test: $(STAMP) $(SCAN_STAMP) kubectl chromium
+test: $(STAMP) $(SCAN_STAMP) test-tools
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest
 
 models: $(STAMP)
 	$(BIN)/python -m export.bootstrap --full
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python -m benchmarks.run
 
 container-test: $(STAMP) kubectl

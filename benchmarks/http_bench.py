@@ -1,21 +1,23 @@
-"""Parts 2 and 3: the service and the naive server over HTTP, driven by the same ``zoo bench``.
+"""Parts 2 and 3: the service and its peers over HTTP, driven by the same load generator.
 
-Fairness rules (issue 8):
-- one server runs at a time: start it, measure, stop it, so the idle one steals no CPU;
-- the servers alternate within each level, in ABBA order (service, naive | naive, service | ...), so
-  a slow drift of the shared machine hits both and each server starts only about once per two levels;
+The servers (``SERVERS``): ``service`` (``bentoml serve`` with its defaults), ``naive-ort`` (FastAPI,
+one request at a time, the service's ONNX file and preprocessing: benchmarks/baselines/naive_ort_server.py),
+``naive`` (FastAPI + eager PyTorch: naive_server.py), and at /classify_cifar10 c=32 ``service-int8``
+(the service with ``MODEL_ZOO_PRECISION=int8``). naive-ort serves the classifiers only.
+
+Fairness rules:
+- one server runs at a time: start it, measure, stop it, so an idle one steals no CPU;
+- the order alternates per level (A B C | C B A | ...), so a slow drift of the shared machine hits all
+  and the server measured last in one level is measured first in the next without a restart;
 - every point is preceded by an untimed warm-up run at the same concurrency;
-- the load generator (``python -m clients bench``: one connection per simulated user, pre-encoded
-  bodies) reports its own CPU use; the server's CPU use over the same window is read from its
-  process tree, and for the service the mean items per model call from its ``/metrics``.
+- the load generator (``wrk`` by default, benchmarks/loadgen.py) reports its own CPU use; the server's
+  CPU use over the same window is read from its process tree, and for the service the mean items
+  per model call from its ``/metrics``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import Any, Callable
 
 import httpx
 
-from benchmarks.servers import Profiler, Server, start_naive, start_service
-from benchmarks.store import ROOT, BenchError, StoredModel
+from benchmarks.loadgen import drain, run_wrk, write_bodies, zoo_bench
+from benchmarks.servers import Profiler, Server, start_naive, start_naive_ort, start_service
+from benchmarks.store import StoredModel
 
 MODEL_OF = {"classify_digit": "mnist-mlp", "classify_cifar10": "cifar10-resnet18", "forecast_sine": "sine-rnn"}
-SERVERS = ("service", "naive")
+SERVERS = ("service", "naive-ort", "naive")
+INT8_ENV = {"MODEL_ZOO_PRECISION": "int8"}
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,12 @@ class Level:
         what = f"{self.images} img/req" if self.endpoint != "forecast_sine" else "history 50, 10 steps"
         return f"/{self.endpoint} ({what}) c={self.concurrency}"
 
-    def bench_args(self) -> list[str]:
-        return ["--endpoint", self.endpoint, "--concurrency", str(self.concurrency),
-                "--images-per-request", str(self.images)]
+    def servers(self) -> tuple[str, ...]:
+        """Who is measured at this level: naive-ort serves classifiers; int8 where its target is."""
+        kinds = SERVERS if self.endpoint != "forecast_sine" else ("service", "naive")
+        if (self.endpoint, self.concurrency, self.images) == ("classify_cifar10", 32, 1):
+            kinds += ("service-int8",)
+        return kinds
 
 
 # The issue's workload, in the order it is run.
@@ -55,18 +62,18 @@ LEVELS = (
 )
 
 
-def zoo_bench(url: str, level: Level, duration: float, out: Path, warmup_requests: int) -> dict[str, Any]:
-    """One ``python -m clients bench`` run at one level; returns its level record (see clients/bench.py)."""
-    cmd = [sys.executable, "-m", "clients", "bench", "--url", url, *level.bench_args(),
-           "--duration", f"{duration:g}", "--warmup", str(warmup_requests), "--json", str(out)]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=duration * 4 + 120)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"zoo bench did not finish: {' '.join(cmd[1:])}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise BenchError(f"zoo bench failed at {level.key}: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return json.loads(out.read_text())["levels"][0]
+def load(server: Server, level: Level, duration: float, work: Path, tag: str, generator: str,
+         warmup_requests: int = 0) -> dict[str, Any]:
+    """One timed closed-loop run against ``server`` at ``level``; the record of benchmarks/loadgen.py."""
+    if generator == "zoo":
+        return zoo_bench(server.url, level.endpoint, level.concurrency, level.images, duration,
+                         work / f"{tag}.json", warmup_requests)
+    items = 1 if level.endpoint == "forecast_sine" else level.images
+    manifest = write_bodies(level.endpoint, level.images, work / f"bodies-{level.endpoint}-k{level.images}")
+    rec = run_wrk(server.url, f"/{level.endpoint}", level.concurrency, duration, manifest, items)
+    if warmup_requests:  # a warm-up: its leftovers must not run into the timed window that follows
+        drain(server.url, f"/{level.endpoint}", manifest)
+    return rec
 
 
 def batch_stats(url: str, model: str) -> tuple[float, float]:
@@ -83,25 +90,26 @@ def batch_stats(url: str, model: str) -> tuple[float, float]:
 
 
 def measure(server: Server, level: Level, duration: float, warm_s: float, work: Path,
-            profiler_out: Path | None = None) -> dict[str, Any]:
+            profiler_out: Path | None = None, generator: str = "wrk") -> dict[str, Any]:
     """Warm up, then one timed run; the record adds server CPU and (service) mean items per model call."""
     tag = f"{server.kind}-{level.endpoint}-k{level.images}-c{level.concurrency}"
-    zoo_bench(server.url, level, warm_s, work / f"{tag}.warmup.json", warmup_requests=2)
+    load(server, level, warm_s, work, f"{tag}.warmup", generator, warmup_requests=2)
     model = MODEL_OF[level.endpoint]
-    items0, calls0 = batch_stats(server.url, model) if server.kind == "service" else (0.0, 0.0)
+    service = server.kind.startswith("service")
+    items0, calls0 = batch_stats(server.url, model) if service else (0.0, 0.0)
     cpu0 = server.cpu_seconds()
     profile_error = None
     if profiler_out is not None:
         with Profiler(server, duration, profiler_out) as prof:
             time.sleep(0.3)  # py-spy attaches before the load starts
-            rec = zoo_bench(server.url, level, duration, work / f"{tag}.profiled.json", warmup_requests=0)
+            rec = load(server, level, duration, work, f"{tag}.profiled", generator)
         profile_error = prof.error
     else:
-        rec = zoo_bench(server.url, level, duration, work / f"{tag}.json", warmup_requests=0)
+        rec = load(server, level, duration, work, tag, generator)
     cpu = server.cpu_seconds() - cpu0
     rec = dict(rec, server=server.kind, level=asdict(level), key=level.key,
                server_cpu_pct=round(100.0 * cpu / rec["wall_s"], 1) if rec["wall_s"] else None)
-    if server.kind == "service":
+    if service:
         items1, calls1 = batch_stats(server.url, model)
         rec["mean_batch"] = round((items1 - items0) / (calls1 - calls0), 2) if calls1 > calls0 else None
     if profile_error is not None:
@@ -110,44 +118,54 @@ def measure(server: Server, level: Level, duration: float, warm_s: float, work: 
 
 
 def run_http(models: list[StoredModel], home: Path, work: Path, levels: tuple[Level, ...], duration: float,
-             warm_s: float, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every level on both servers (ABBA order, one server up at a time); returns records and start-up info."""
+             warm_s: float, echo: Callable[[str], None] = print, generator: str = "wrk") -> dict[str, Any]:
+    """Every level on its servers (order reversed every other level, one server up at a time)."""
     work.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []
     current: Server | None = None
     try:
-        for i, level in enumerate(levels):
-            for kind in (SERVERS if i % 2 == 0 else SERVERS[::-1]):
+        order: tuple[str, ...] = ()
+        for level in levels:
+            kinds = level.servers()
+            # start with the server already up when it is measured here; alternate the rest
+            order = tuple(sorted(kinds, key=lambda k: (order[::-1] + kinds).index(k)))
+            for kind in order:
                 if current is None or current.kind != kind:
                     if current is not None:
                         current.stop()
                     current = start_server(kind, models, home, work, len(starts))
                     starts.append({"server": kind, "ready_s": round(current.start_s, 1), "command": current.command})
                     echo(f"[http] {kind} ready in {current.start_s:.1f} s at {current.url}")
-                rec = measure(current, level, duration, warm_s, work)
+                rec = measure(current, level, duration, warm_s, work, generator=generator)
                 records.append(rec)
-                echo(f"[http] {kind:<7} {level.key:<48} {rec['requests_per_s']:>8} req/s {rec['items_per_s']:>8} items/s "
+                echo(f"[http] {kind:<12} {level.key:<48} {rec['requests_per_s']:>8} req/s {rec['items_per_s']:>8} items/s "
                      f"p50 {rec['p50_ms']} p99 {rec['p99_ms']} ms; errors {rec['errors'] or 0}; "
                      f"CPU client {rec['client_cpu_pct']}% server {rec['server_cpu_pct']}%")
     finally:
         if current is not None:
             current.stop()
-    return {"records": records, "starts": starts, "duration_s": duration, "warmup_s": warm_s}
+    return {"records": records, "starts": starts, "duration_s": duration, "warmup_s": warm_s, "generator": generator}
 
 
 def start_server(kind: str, models: list[StoredModel], home: Path, work: Path, n: int) -> Server:
     log = work / f"{kind}-{n}.log"
-    return start_service(home, log) if kind == "service" else start_naive(models, log)
+    if kind == "service":
+        return start_service(home, log)
+    if kind == "service-int8":
+        server = start_service(home, log, env_extra=INT8_ENV)
+        server.kind = kind
+        return server
+    return start_naive_ort(models, log) if kind == "naive-ort" else start_naive(models, log)
 
 
 def profile_level(home: Path, work: Path, level: Level, duration: float, warm_s: float,
-                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+                  echo: Callable[[str], None] = print, generator: str = "wrk") -> dict[str, Any]:
     """The service alone at ``level`` with py-spy attached; returns the record with ``profile`` (raw stacks path)."""
     server = start_service(home, work / f"profile-{level.endpoint}-c{level.concurrency}.log")
     out = work / f"profile-{level.endpoint}-k{level.images}-c{level.concurrency}.txt"
     try:
-        rec = measure(server, level, duration, warm_s, work, profiler_out=out)
+        rec = measure(server, level, duration, warm_s, work, profiler_out=out, generator=generator)
     finally:
         server.stop()
     rec["profile"] = str(out) if out.is_file() else None

@@ -58,7 +58,7 @@ def home_over(store_home: Path, parent: Path) -> Path:
 
 @dataclass
 class Server:
-    kind: str  # "service", "naive", ...: names the server in messages
+    kind: str  # "service", "service-int8", "naive-ort", "naive", ...: names the server in reports and messages
     proc: subprocess.Popen
     url: str
     log: Path

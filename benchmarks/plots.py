@@ -2,8 +2,8 @@
 
 - ``engine.png``: items/s vs batch size per runtime, one panel per model (solid: model only,
   dashed: decode + preprocess + infer from PNG bytes / a whole forecast request).
-- ``http_throughput.png``: items/s vs concurrency, service vs naive, per endpoint and request size.
-- ``http_latency.png``: p50 / p90 / p99 per level, service vs naive (log scale).
+- ``http_throughput.png``: items/s vs concurrency, service vs its naive peers, per endpoint and request size.
+- ``http_latency.png``: p50 / p90 / p99 per level and server (log scale).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
-COLORS = {"service": "tab:blue", "naive": "tab:orange"}
+COLORS = {"service": "tab:blue", "service-int8": "tab:cyan", "naive-ort": "tab:green", "naive": "tab:orange"}
 
 
 def engine_plot(rows: list[dict], path: Path) -> Path:
@@ -46,7 +46,8 @@ def http_throughput_plot(records: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
     for ax, ((endpoint, images), recs) in zip(axes[0], groups.items()):
         levels = sorted({r["level"]["concurrency"] for r in recs})
-        for j, server in enumerate(COLORS):
+        servers = [k for k in COLORS if any(r["server"] == k for r in recs)]
+        for j, server in enumerate(servers):
             pts = sorted((r["level"]["concurrency"], r["items_per_s"] or 0) for r in recs if r["server"] == server)
             if pts and len(levels) > 1:
                 ax.plot(*zip(*pts), "-o", color=COLORS[server], label=server)
@@ -59,26 +60,27 @@ def http_throughput_plot(records: list[dict], path: Path) -> Path:
             ax.set_xticks(levels, [str(c) for c in levels])
             ax.minorticks_off()
         else:
-            ax.set_xticks(range(len(COLORS)), list(COLORS))
+            ax.set_xticks(range(len(servers)), servers, fontsize=7)
             ax.set_xlabel(f"concurrency {levels[0]}")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle("Throughput vs concurrency: service (BentoML) vs naive (FastAPI + eager PyTorch)")
+    fig.suptitle("Throughput vs concurrency: service (BentoML) vs naive FastAPI servers (ONNX Runtime, eager PyTorch)")
     return _save(fig, path)
 
 
 def http_latency_plot(records: list[dict], path: Path) -> Path:
     keys = list(dict.fromkeys(r["key"] for r in records))
     fig, ax = plt.subplots(figsize=(max(8, 1.7 * len(keys)), 4.5))
-    width = 0.13
-    for j, server in enumerate(COLORS):
+    servers = [k for k in COLORS if any(r["server"] == k for r in records)]
+    width = 0.8 / (3 * len(servers))
+    for j, server in enumerate(servers):
         for k, (pct, alpha) in enumerate((("p50_ms", 1.0), ("p90_ms", 0.65), ("p99_ms", 0.35))):
             xs, ys = [], []
             for i, key in enumerate(keys):
                 rec = next((r for r in records if r["key"] == key and r["server"] == server), None)
                 if rec and rec[pct]:
-                    xs.append(i + (j * 3 + k - 2.5) * width)
+                    xs.append(i + (j * 3 + k - (3 * len(servers) - 1) / 2) * width)
                     ys.append(rec[pct])
             ax.bar(xs, ys, width, color=COLORS[server], alpha=alpha, label=f"{server} {pct[:3]}")
     ax.set_xticks(range(len(keys)), [k.replace(" (", "\n(") for k in keys], fontsize=7)

@@ -78,24 +78,43 @@ def engine_tables(engine: dict) -> list[str]:
     return out
 
 
+HTTP_SERVERS = ("service", "service-int8", "naive-ort", "naive")
+
+
+def _ratio(r: dict, peer: dict | None) -> str:
+    return f"{(r['items_per_s'] or 0) / peer['items_per_s']:.2f}x" if peer and peer["items_per_s"] else "-"
+
+
 def http_table(http: dict) -> list[str]:
-    out = ["| level | server | req/s | items/s | service/naive | p50 ms | p90 ms | p99 ms | errors | client CPU % | "
-           "server CPU % | items per model call |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    out = ["| level | server | req/s | items/s | vs naive-ort | vs naive | p50 ms | p90 ms | p99 ms | errors | "
+           "client CPU % | server CPU % | items per model call |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     recs = http["records"]
     for key in dict.fromkeys(r["key"] for r in recs):
-        pair = {r["server"]: r for r in recs if r["key"] == key}
-        for server in ("service", "naive"):
-            r = pair.get(server)
+        at = {r["server"]: r for r in recs if r["key"] == key}
+        for server in HTTP_SERVERS:
+            r = at.get(server)
             if r is None:
                 continue
-            ratio = "-"
-            if server == "service" and "naive" in pair and pair["naive"]["items_per_s"]:
-                ratio = f"{(r['items_per_s'] or 0) / pair['naive']['items_per_s']:.2f}x"
+            service = server.startswith("service")
+            vs_ort = _ratio(r, at.get("naive-ort")) if server != "naive-ort" else "-"
+            vs_naive = _ratio(r, at.get("naive")) if server != "naive" else "-"
             errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
-            out.append(f"| {key} | {server} | {_f(r['requests_per_s'])} | {_f(r['items_per_s'])} | {ratio} | "
+            out.append(f"| {key} | {server} | {_f(r['requests_per_s'])} | {_f(r['items_per_s'])} | {vs_ort} | {vs_naive} | "
                        f"{_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {errs} | {_f(r['client_cpu_pct'])} | "
-                       f"{_f(r['server_cpu_pct'])} | {_f(r.get('mean_batch'), 2) if server == 'service' else '1 request'} |")
+                       f"{_f(r['server_cpu_pct'])} | {_f(r.get('mean_batch'), 2) if service else '1 request'} |")
     return out
+
+
+def load_command(http: dict) -> str:
+    """The load generator's command line, as the report quotes it."""
+    d, w = http.get("duration_s", "-"), http.get("warmup_s", "-")
+    if http.get("generator", "zoo") == "wrk":
+        return (f"`wrk --threads 1 --connections C --duration {d}s --timeout 30s --script benchmarks/loadgen.lua "
+                f"URL/ENDPOINT -- MANIFEST` (bodies from `clients.bench.build_bodies`), after an untimed {w} s run "
+                "at the same concurrency")
+    return (f"`python -m clients bench --url URL --endpoint E --concurrency C --images-per-request K --duration {d} "
+            f"--warmup 0 --json FILE`, after an untimed {w} s run at the same concurrency")
 
 
 def profile_sections(profiles: list[dict], cpus: int) -> list[str]:
@@ -189,10 +208,8 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
         f"- this document: `{portable(results['command'], results)}`",
         *[f"- models: `{portable(c, results)}`" for c in results["store_commands"]],
         *[f"- {s['server']} server: `{portable(s['command'], results)}`"
-          for s in results.get("http", {}).get("starts", [])[:2]],
-        f"- load: `python -m clients bench --url URL --endpoint E --concurrency C --images-per-request K "
-        f"--duration {results.get('http', {}).get('duration_s', '-')} --warmup 0 --json FILE`, after an untimed "
-        f"{results.get('http', {}).get('warmup_s', '-')} s run at the same concurrency", "",
+          for s in {s["server"]: s for s in reversed(results.get("http", {}).get("starts", []))}.values()],
+        *([f"- load: {load_command(results['http'])}"] if "http" in results else []), "",
         "## Models", "",
         "| model | store tag | weights | eager weights from |", "|---|---|---|---|",
         *[f"| {x['name']} | `{x['tag']}` | {x['origin']} | `{Path(x['checkpoint']).name}` |" for x in results["models"]], "",
@@ -214,14 +231,19 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
                   "`service.runtime.load_session`; `eager` is the checkpoint's `nn.Module`.", "",
                   f"![engine]({rel['engine']})", "", *engine_tables(e)]
     if "http" in results:
-        lines += ["## 2-3. Over HTTP: the service vs a naive FastAPI server", "",
-                  "Service: `bentoml serve service.service:ModelZoo` with its defaults (ONNX Runtime fp32 on CPU, "
-                  "adaptive batching up to 128 items, 2 s latency budget). Naive: "
-                  "`benchmarks/baselines/naive_server.py`, FastAPI + eager PyTorch, one request at a time, no "
-                  "batching. One server runs at a time; the two alternate within each level (ABBA order); each "
-                  "point follows an untimed warm-up run. The load generator is `zoo bench` (clients/bench.py: one "
-                  "aiohttp connection per simulated user, pre-encoded bodies, closed loop). "
-                  "`client CPU %` is the load generator's own use (100 % = "
+        generator = ("`wrk` (C, one thread, requests pre-formatted by benchmarks/loadgen.lua, one connection per "
+                     "simulated user, closed loop)" if results["http"].get("generator") == "wrk" else
+                     "`zoo bench` (clients/bench.py: one aiohttp connection per simulated user, pre-encoded bodies, "
+                     "closed loop)")
+        lines += ["## 2-3. Over HTTP: the service vs naive FastAPI servers", "",
+                  "service: `bentoml serve service.service:ModelZoo` with its defaults (one worker per core, "
+                  "ONNX Runtime fp32 on CPU, adaptive batching); service-int8: the same with "
+                  "`MODEL_ZOO_PRECISION=int8`. naive-ort: `benchmarks/baselines/naive_ort_server.py`, FastAPI, one "
+                  "process, one request at a time, the service's own `model.onnx` and preprocessing, so the ratio "
+                  "over it is what the service adds beyond the runtime. naive: `benchmarks/baselines/naive_server.py`, "
+                  "FastAPI + eager PyTorch from the checkpoint, one request at a time. One server runs at a time; "
+                  "the order reverses every level; each point follows an untimed warm-up run. The load generator "
+                  f"is {generator}. `client CPU %` is the load generator's own use (100 % = "
                   "one core), `server CPU %` the server's process tree over the same window (200 % = both cores). "
                   "Errors are answers other than 2xx (a 503 is the batcher shedding load) and are not counted "
                   "in the throughput.", "",

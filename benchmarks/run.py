@@ -4,8 +4,8 @@
     python -m benchmarks.run --quick    # seconds per point, for development and tests
 
 Steps: fill a BentoML store of its own (benchmarks/store.py) -> part 1, the in-process engine
-(benchmarks/engine.py) -> parts 2-3, the service and the naive server over HTTP with ``zoo bench``
-(benchmarks/http_bench.py) -> the targets as ratios (benchmarks/targets.py) -> a profile for every
+(benchmarks/engine.py) -> parts 2-3, the service and its naive peers over HTTP, driven by ``wrk``
+(benchmarks/http_bench.py, benchmarks/loadgen.py) -> the targets as ratios (benchmarks/targets.py) -> a profile for every
 missed target (benchmarks/profiles.py) -> plots and the document (benchmarks/plots.py, report.py).
 GPU figures come from ``benchmarks/gpu.sh`` (docs/bench/gpu.json), included when present.
 Any failure ends the command with one line naming the step, and exit status 1.
@@ -40,6 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds per HTTP point (default 15; --quick 2)")
     p.add_argument("--warmup", type=float, help="seconds of untimed load before each HTTP point (default 3; --quick 1)")
     p.add_argument("--levels", help="HTTP levels as ENDPOINT:CONCURRENCY[:IMAGES],... (default: the issue's workload)")
+    p.add_argument("--generator", choices=("wrk", "zoo"), default="wrk",
+                   help="HTTP load generator: wrk (default; a few %% of a core) or zoo bench (Python, aiohttp)")
     p.add_argument("--no-profile", action="store_true", help="do not profile missed targets")
     p.add_argument("--families", default="mnist-mlp,sine-rnn,cifar10-resnet18", help="models to measure (comma list)")
     p.add_argument("--random-weights", action="store_true",
@@ -100,18 +102,19 @@ def run(args: argparse.Namespace, argv: list[str], work: Path) -> dict:
     duration = args.duration or (2.0 if args.quick else 15.0)
     warm_s = args.warmup or (1.0 if args.quick else 3.0)
     if "http" in parts:
-        http = run_http(models, home, work / "http", levels, duration, warm_s)
+        http = run_http(models, home, work / "http", levels, duration, warm_s, generator=args.generator)
         results["http"] = http
     targets = evaluate(engine, http)
     results["targets"] = [t.to_dict() for t in targets]
     if not args.no_profile:
-        results["profiles"] = profiles(targets, models, home, work, duration, warm_s, engine)
+        results["profiles"] = profiles(targets, models, home, work, duration, warm_s, engine, args.generator)
     results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = time.monotonic() - t0
     return results
 
 
-def profiles(targets, models, home: Path, work: Path, duration: float, warm_s: float, engine) -> list[dict]:
+def profiles(targets, models, home: Path, work: Path, duration: float, warm_s: float, engine,
+             generator: str = "wrk") -> list[dict]:
     """One profile per distinct thing a missed target points at (an HTTP level or the int8 graph)."""
     import numpy as np
 
@@ -127,7 +130,7 @@ def profiles(targets, models, home: Path, work: Path, duration: float, warm_s: f
         seen.add(key)
         if isinstance(what, Level):
             entry = {"kind": "pyspy", "title": f"the service at {what.key}"}
-            rec = profile_level(home, work / "http", what, duration, warm_s)
+            rec = profile_level(home, work / "http", what, duration, warm_s, generator=generator)
             entry["record"] = rec
             if rec.get("profile_error") or not rec.get("profile"):
                 entry["error"] = rec.get("profile_error", "py-spy wrote no output")

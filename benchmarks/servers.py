@@ -1,6 +1,6 @@
-"""The two servers the HTTP part measures, one at a time, started with the one server helper
-(benchmarks/launch.py): ``Server.cpu_seconds`` sums user+system time over a server's process tree, so
-the report can show how much of the 2 cores each side used. ``Profiler`` attaches py-spy to a running
+"""The servers the HTTP part measures (the service and its naive peers), one at a time, started with
+the one server helper (benchmarks/launch.py): ``Server.cpu_seconds`` sums user+system time over a
+server's process tree, so the report can show how much of the 2 cores each side used. ``Profiler`` attaches py-spy to a running
 server for a missed target.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.launch import BIN, Server, ServerError, free_port, spawn, spawn_service
 from benchmarks.store import BenchError, StoredModel
 
-__all__ = ["Profiler", "Server", "free_port", "start_naive", "start_service"]
+__all__ = ["Profiler", "Server", "free_port", "start_naive", "start_naive_ort", "start_service"]
 
 READY_TIMEOUT_S = 180.0  # a cold BentoML start + warm-up of three models on 2 busy cores
 
@@ -35,6 +35,18 @@ def start_naive(models: list[StoredModel], log: Path) -> Server:
     for m in models:
         cmd += ["--model", f"{m.name}={m.checkpoint}"]
     return _wait(_spawn("naive", cmd, dict(os.environ), log, f"http://127.0.0.1:{port}"))
+
+
+def start_naive_ort(models: list[StoredModel], log: Path) -> Server:
+    """The naive ONNX Runtime server on the store entries' own ``model.onnx`` (classifiers only)."""
+    from service.families import FAMILIES
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.baselines.naive_ort_server", "--host", "127.0.0.1", "--port", str(port)]
+    for m in models:
+        if FAMILIES[m.name].decoder == "images":
+            cmd += ["--model", f"{m.name}={m.model_dir}"]
+    return _wait(_spawn("naive-ort", cmd, dict(os.environ), log, f"http://127.0.0.1:{port}"))
 
 
 def _wait(server: Server, timeout: float = READY_TIMEOUT_S) -> Server:

@@ -6,6 +6,14 @@
 | batching pays | service / naive images/s, /classify_cifar10 single-image, c=32 | >= 1.5 |
 | no slower for a tiny model | service / naive, /classify_digit single-image, c=32; and service p99 / p50 there | >= 1.0; <= 3 |
 | int8 pays | ONNX Runtime int8 / fp32 items/s, cifar10-resnet18 batch 64 | >= 1.5 |
+| beyond the runtime: tiny model | service / naive-ort images/s, /classify_digit single-image, c=32; p99 ratio there | >= 1.6; <= 1 |
+| beyond the runtime: one user | service / naive-ort p50, /classify_digit single-image, c=1 | <= 1.2 |
+| beyond the runtime: ResNet | service (fp32; int8) / naive-ort (fp32) images/s, /classify_cifar10 single-image, c=32 | >= 1.1; >= 2.5 |
+
+naive-ort is benchmarks/baselines/naive_ort_server.py: one process, one request at a time, the
+service's own ``model.onnx`` (fp32) and preprocessing. The int8 row compares the service serving its
+int8 graph (``MODEL_ZOO_PRECISION=int8``) with naive-ort on the fp32 file: the speed a user gets
+from the service's int8 model over the runtime served naively.
 
 ``profile`` on a missed row says what ``run.py`` profiles: an HTTP level (py-spy on the service) or
 ``"ort-int8"`` (ONNX Runtime's op profile of both graphs).
@@ -62,16 +70,33 @@ def _errors(rec: dict) -> str:
 
 
 
-def _service_vs_naive(recs: list[dict[str, Any]], endpoint: str, bound: float) -> TargetResult:
-    """Single-image uploads at concurrency 32: the service's throughput over the naive server's."""
-    title = f"/{endpoint} single-image, c=32: service vs naive throughput"
-    s, n = _http(recs, "service", endpoint, 1, 32), _http(recs, "naive", endpoint, 1, 32)
+def _service_vs_naive(recs: list[dict[str, Any]], endpoint: str, bound: float, server: str = "service",
+                      peer: str = "naive") -> TargetResult:
+    """Single-image uploads at concurrency 32: ``server``'s throughput over ``peer``'s."""
+    title = f"/{endpoint} single-image, c=32: {server} vs {peer} throughput"
+    s, n = _http(recs, server, endpoint, 1, 32), _http(recs, peer, endpoint, 1, 32)
     if not (s and n):
         return TargetResult(title, "-", None, f">= {bound}", None, "not measured")
-    ratio = (s[0]["items_per_s"] or 0) / max(n[0]["items_per_s"] or 0, 1e-9)
+    if not n[0]["items_per_s"]:
+        return TargetResult(title, "-", None, f">= {bound}", None,
+                            f"not measured: {peer} answered no request in the window (lengthen --duration)")
+    ratio = (s[0]["items_per_s"] or 0) / n[0]["items_per_s"]
     met, verdict = _verdict(ratio, bound)
     return TargetResult(title, f"{s[0]['items_per_s']:.1f}{_errors(s[0])} vs {n[0]['items_per_s']:.1f} images/s",
-                        ratio, f">= {bound}", met, verdict, None if met else Level(endpoint, 32, 1))
+                        ratio, f">= {bound}", met, verdict,
+                        None if met or server != "service" else Level(endpoint, 32, 1))
+
+
+def _latency_vs(recs: list[dict[str, Any]], endpoint: str, concurrency: int, pct: str, bound: float) -> TargetResult:
+    """The service's latency percentile ``pct`` over naive-ort's at one single-image level."""
+    title = f"/{endpoint} single-image, c={concurrency}: service {pct[:3]} / naive-ort {pct[:3]}"
+    s, n = _http(recs, "service", endpoint, 1, concurrency), _http(recs, "naive-ort", endpoint, 1, concurrency)
+    if not (s and n and s[0][pct] and n[0][pct]):
+        return TargetResult(title, "-", None, f"<= {bound}", None, "not measured")
+    ratio = s[0][pct] / n[0][pct]
+    met, verdict = _verdict(ratio, bound, at_least=False)
+    return TargetResult(title, f"{s[0][pct]:.2f}{_errors(s[0])} vs {n[0][pct]:.2f} ms", ratio, f"<= {bound}", met,
+                        verdict, None if met else Level(endpoint, concurrency, 1))
 
 def evaluate(engine: dict | None, http: dict | None) -> list[TargetResult]:
     rows = engine["rows"] if engine else []
@@ -120,4 +145,11 @@ def evaluate(engine: dict | None, http: dict | None) -> list[TargetResult]:
                                 met, verdict, None if met else "ort-int8"))
     else:
         out.append(TargetResult("ORT int8 vs fp32 (cifar10-resnet18, batch 64)", "-", None, ">= 1.5", None, "not measured"))
+
+    # 5. what the service adds beyond the runtime: against the naive ONNX Runtime server
+    out.append(_service_vs_naive(recs, "classify_digit", 1.6, peer="naive-ort"))
+    out.append(_latency_vs(recs, "classify_digit", 32, "p99_ms", 1.0))
+    out.append(_latency_vs(recs, "classify_digit", 1, "p50_ms", 1.2))
+    out.append(_service_vs_naive(recs, "classify_cifar10", 1.1, peer="naive-ort"))
+    out.append(_service_vs_naive(recs, "classify_cifar10", 2.5, server="service-int8", peer="naive-ort"))
     return out

@@ -1,5 +1,5 @@
 """Benchmark harness: the engine measures the real exported model, the naive server answers like eager
-PyTorch, the targets' arithmetic and the report, the py-spy summary. Fast (< 60 s): a tiny MLP."""
+PyTorch and the naive ONNX Runtime server like the model it opens, the targets' arithmetic and the report, the py-spy summary. Fast (< 60 s): a tiny MLP."""
 
 from __future__ import annotations
 
@@ -133,6 +133,33 @@ def test_naive_server_answers_like_eager(tmp_path):
     assert missing.status_code == 503 and "cifar10-resnet18" in missing.json()["error"]
 
 
+def test_naive_ort_server_answers_like_eager(mlp_target):
+    """The naive ONNX Runtime peer opens the entry's own model.onnx and computes what eager PyTorch does."""
+    from fastapi.testclient import TestClient
+
+    from benchmarks.baselines.naive_ort_server import create_app, parse_models
+
+    (mlp_target.model_dir / "spec.json").write_text(mlp_target.spec.to_json())
+    client = TestClient(create_app(parse_models([f"mnist-mlp={mlp_target.model_dir}"])))
+    assert client.get("/readyz").json()["models"] == ["mnist-mlp"]
+    files = png_pool(mlp_target.spec, 3, seed=4)
+    r = client.post("/classify_digit", files=[("images", (n, b, "image/png")) for n, b in files])
+    assert r.status_code == 200, r.text
+    with torch.no_grad():
+        probs = softmax(mlp_target.module(torch.from_numpy(preprocess_many(files, mlp_target.spec.image, 10**6))).numpy())
+    for item, p in zip(r.json(), probs):
+        assert [t["index"] for t in item["top_k"]] == list(np.argsort(-p)[:5])
+        np.testing.assert_allclose([t["score"] for t in item["top_k"]], np.sort(p)[::-1][:5], rtol=1e-3, atol=1e-5)
+
+    bad = client.post("/classify_digit", files=[("images", ("x.png", b"not an image", "image/png"))])
+    assert bad.status_code == 400 and "x.png" in bad.json()["error"]
+    assert client.post("/classify_cifar10", files=[("images", files[0])]).status_code == 404  # not served
+    with pytest.raises(ValueError, match="sine-rnn"):
+        parse_models([f"sine-rnn={mlp_target.model_dir}"])  # classifiers only
+    with pytest.raises(ValueError, match="no model.onnx"):
+        parse_models([f"mnist-mlp={mlp_target.model_dir / 'absent'}"])
+
+
 def _rec(server, endpoint, c, k, items, p50=10.0, p99=20.0, errors=None):
     from benchmarks.http_bench import Level
 
@@ -160,7 +187,10 @@ def test_targets_verdicts_and_report(tmp_path):
         _rec("service", "classify_cifar10", 1, 32, 70.0), _rec("service", "classify_cifar10", 4, 32, 85.0, errors={"503": 2}),
         _rec("naive", "classify_cifar10", 1, 32, 40.0),
         _rec("service", "classify_cifar10", 32, 1, 90.0), _rec("naive", "classify_cifar10", 32, 1, 30.0),
-        _rec("service", "classify_digit", 32, 1, 450.0, p50=50.0, p99=200.0), _rec("naive", "classify_digit", 32, 1, 500.0)]}
+        _rec("service", "classify_digit", 32, 1, 450.0, p50=50.0, p99=200.0), _rec("naive", "classify_digit", 32, 1, 500.0),
+        _rec("naive-ort", "classify_digit", 32, 1, 250.0, p50=100.0, p99=180.0),
+        _rec("service", "classify_digit", 1, 1, 90.0, p50=11.0), _rec("naive-ort", "classify_digit", 1, 1, 95.0, p50=10.0),
+        _rec("naive-ort", "classify_cifar10", 32, 1, 80.0), _rec("service-int8", "classify_cifar10", 32, 1, 180.0)]}
     t = evaluate(engine, http)
     verdicts = [(r.met, r.verdict, round(r.ratio, 3)) for r in t]
     assert verdicts == [
@@ -169,9 +199,15 @@ def test_targets_verdicts_and_report(tmp_path):
         (False, "missed by 10% (0.90 vs >= 1.0)", 0.9),  # 450 / 500
         (False, "missed by 33% (4.00 vs <= 3.0)", 4.0),  # p99 200 / p50 50
         (False, "missed by 20% (1.20 vs >= 1.5)", 1.2),  # 240 / 200
+        (True, "met", 1.8),  # service 450 / naive-ort 250 digits/s
+        (False, "missed by 11% (1.11 vs <= 1.0)", 1.111),  # p99 200 / naive-ort p99 180
+        (True, "met", 1.1),  # c=1 p50 11 / 10
+        (True, "met", 1.125),  # cifar 90 / naive-ort 80
+        (False, "missed by 10% (2.25 vs >= 2.5)", 2.25),  # service-int8 180 / naive-ort 80
     ]
     profiles = [r.to_dict()["profile"] for r in t]
-    assert profiles == [None, None, "/classify_digit (1 img/req) c=32", "/classify_digit (1 img/req) c=32", "ort-int8"]
+    assert profiles == [None, None, "/classify_digit (1 img/req) c=32", "/classify_digit (1 img/req) c=32", "ort-int8",
+                        None, "/classify_digit (1 img/req) c=32", None, None, None]
 
     plots = {"engine": engine_plot(engine["rows"], tmp_path / "bench" / "engine.png"),
              "http_throughput": http_throughput_plot(http["records"], tmp_path / "bench" / "t.png"),
@@ -183,7 +219,8 @@ def test_targets_verdicts_and_report(tmp_path):
                "engine": engine, "http": http, "load_avg_end": [0, 0, 0]}
     text = render(results, tmp_path / "benchmarks.md", plots)
     assert "**missed by 10% (0.90 vs >= 1.0)**" in text and "](bench/engine.png)" in text
-    assert "| /classify_cifar10 (1 img/req) c=32 | service | 90.0 | 90.0 | 3.00x |" in text
+    assert "| /classify_cifar10 (1 img/req) c=32 | service | 90.0 | 90.0 | 1.12x | 3.00x |" in text
+    assert "| /classify_cifar10 (1 img/req) c=32 | service-int8 | 180.0 | 180.0 | 2.25x | 6.00x |" in text
     assert "503: 2" in text and "Not run: this machine has no GPU" in text
 
 

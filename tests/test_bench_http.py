@@ -1,5 +1,5 @@
-"""End to end: ``python -m benchmarks.run --quick`` with a real ``bentoml serve``, the naive FastAPI
-server and ``zoo bench`` over HTTP, then py-spy on the service (a tiny random-weight MLP, ~1 min)."""
+"""End to end: ``python -m benchmarks.run --quick`` with a real ``bentoml serve`` and the two naive
+FastAPI servers driven by ``wrk`` over HTTP, then py-spy on the service (a tiny random-weight MLP, ~1 min)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ def test_quick_run_end_to_end(tmp_path):
 
     results = json.loads((out.parent / "bench" / "results.json").read_text())
     recs = {r["server"]: r for r in results["http"]["records"]}
-    assert set(recs) == {"service", "naive"}
+    assert set(recs) == {"service", "naive-ort", "naive"}
     for r in recs.values():
-        assert r["ok"] > 0 and r["errors"] == {} and r["requests_per_s"] > 0
+        assert r["ok"] > 0 and r["errors"] == {} and r["requests_per_s"] > 0 and r["generator"] == "wrk"
         assert r["p50_ms"] <= r["p99_ms"] and r["client_cpu_pct"] > 0 and r["server_cpu_pct"] > 0
+        # the point of wrk: the generator takes little of the CPU it shares with the server
+        assert r["client_cpu_pct"] < r["server_cpu_pct"] / 3, r
     assert recs["service"]["mean_batch"] >= 1.0  # read from the service's own /metrics histogram
-    assert [s["server"] for s in results["http"]["starts"]] == ["service", "naive"]  # one server at a time
+    assert [s["server"] for s in results["http"]["starts"]] == ["service", "naive-ort", "naive"]  # one at a time
     assert {r["model"] for r in results["engine"]["rows"]} == {"mnist-mlp"}
     assert results["models"][0]["origin"] == "random init"
 

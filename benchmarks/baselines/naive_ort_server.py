@@ -1,0 +1,112 @@
+"""The naive ONNX Runtime server: the eager naive server's shape, with the service's runtime and model file.
+
+FastAPI + uvicorn (one process), one ``onnxruntime.InferenceSession`` per model opened on the very
+``model.onnx`` the service serves (the store entry's directory), the service's own decode and
+preprocessing (``service.preprocess``) and top-k, one session call per request, no batching across
+requests. The endpoints are ``async def`` and compute inline: one request at a time. So the
+service's ratio over this server is what the service adds beyond the runtime (workers, adaptive
+batching, threads), not a faster runtime. Same routes and answers as the service's family routes
+for the classifiers, and ``GET /readyz``; an undecodable upload is a 400 with the service's message.
+
+    python -m benchmarks.baselines.naive_ort_server --model mnist-mlp=STORE_ENTRY_DIR --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from fastapi import FastAPI, File, UploadFile
+from fastapi.responses import JSONResponse
+
+from service.errors import ServiceError
+from service.families import FAMILIES
+from service.models import TOP_K, softmax, top_k
+from service.preprocess import preprocess_many
+from service.spec import Spec
+
+MAX_PIXELS = 3_200_000  # per image: the service's cap for a 28x28 model (service/limits.py), ample here
+
+
+@dataclass
+class Loaded:
+    session: ort.InferenceSession
+    input_name: str
+    spec: Spec
+
+
+def load(entry_dir: Path) -> Loaded:
+    """The tutorial way: an InferenceSession on the file, CPU, ONNX Runtime's default threads."""
+    spec = Spec.from_json((entry_dir / "spec.json").read_text())
+    sess = ort.InferenceSession(str(entry_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    return Loaded(sess, sess.get_inputs()[0].name, spec)
+
+
+def classify(m: Loaded, blobs: list[tuple[str | None, bytes]]) -> list[dict] | JSONResponse:
+    try:
+        x = preprocess_many(blobs, m.spec.image, MAX_PIXELS)
+    except ServiceError as exc:  # service.preprocess names the file and the problem
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    logits = m.session.run(None, {m.input_name: x})[0]
+    rows = top_k(softmax(np.asarray(logits)), m.spec.labels, min(TOP_K, m.spec.num_classes))
+    return [{**row[0], "top_k": row} for row in rows]
+
+
+def create_app(entries: dict[str, Path]) -> FastAPI:
+    app = FastAPI(title="naive ONNX Runtime model zoo (benchmark baseline)")
+    models = {family: load(path) for family, path in entries.items()}
+
+    @app.get("/readyz")
+    async def readyz() -> dict:
+        return {"ready": True, "models": sorted(models)}
+
+    for family in models:
+        route = FAMILIES[family].route
+
+        def endpoint(family: str = family):
+            async def classify_route(images: list[UploadFile] = File(...)):
+                return classify(models[family], [(f.filename, await f.read()) for f in images])
+            return classify_route
+
+        app.post(f"/{route}", name=route)(endpoint())
+    return app
+
+
+def parse_models(items: list[str]) -> dict[str, Path]:
+    out = {}
+    classifiers = [name for name, f in FAMILIES.items() if f.decoder == "images"]
+    for item in items:
+        family, sep, path = item.partition("=")
+        if not sep or family not in classifiers:
+            raise ValueError(f"--model takes FAMILY=STORE_ENTRY_DIR with FAMILY one of {', '.join(classifiers)}; "
+                             f"got {item!r}")
+        if not (Path(path) / "model.onnx").is_file():
+            raise ValueError(f"--model {item!r}: no model.onnx in {path}")
+        out[family] = Path(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.naive_ort_server",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", default=[], metavar="FAMILY=STORE_ENTRY_DIR", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    args = p.parse_args(argv)
+    try:
+        app = create_app(parse_models(args.model))
+    except (ValueError, OSError) as exc:
+        print(f"naive_ort_server: error: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
