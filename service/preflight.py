@@ -30,7 +30,7 @@ import sys
 from service.config import Settings
 from service.families import FAMILIES
 from service.errors import first_line
-from service.store import check_entry, entry_family, get_entry, list_entries
+from service.store import check_entry, entry_family, get_entry, latest_entries, list_entries
 
 
 class PreflightError(SystemExit):
@@ -72,12 +72,7 @@ def check(settings: Settings) -> list[str]:
         entries = list_entries()
     except Exception as exc:  # noqa: BLE001
         return [f"the model store cannot be read: {first_line(exc)}"]
-    latest = {}
-    for entry in entries:  # the latest version of each name (what start-up serves)
-        if entry.tag.name not in latest or entry.creation_time > latest[entry.tag.name].creation_time:
-            latest[entry.tag.name] = entry
-    for name in sorted(latest):
-        entry = latest[name]
+    for name, entry in latest_entries(entries).items():
         if entry_family(entry) in FAMILIES or name in FAMILIES:
             if (problem := check_entry(entry, settings.runtime, settings.precision)):
                 problems.append(problem)

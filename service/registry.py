@@ -29,7 +29,7 @@ from service.errors import (
 from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
 from service.models import Forecaster, ImageClassifier, build_served_model
 from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
-from service.store import check_entry, entry_family, get_entry, list_entries
+from service.store import check_entry, entry_family, get_entry, latest_entries, list_entries
 
 logger = logging.getLogger("model_zoo.registry")
 
@@ -63,12 +63,7 @@ def initial_models(settings: Settings) -> dict[str, str]:
             if entry is not None:  # preflight has refused to start when one is missing
                 chosen[name] = str(entry.tag)
         return chosen
-    latest: dict[str, Any] = {}
-    for entry in list_entries():
-        name = entry.tag.name
-        if entry_family(entry) in FAMILIES and (name not in latest or entry.creation_time > latest[name].creation_time):
-            latest[name] = entry
-    return {name: str(entry.tag) for name, entry in sorted(latest.items())}
+    return {name: str(entry.tag) for name, entry in latest_entries().items() if entry_family(entry) in FAMILIES}
 
 
 def publish_initial(state: SharedState, settings: Settings) -> Desired:

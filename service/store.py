@@ -32,6 +32,16 @@ def list_entries() -> list[Any]:
     return list(bentoml.models.list())
 
 
+def latest_entries(entries: list[Any] | None = None) -> dict[str, Any]:
+    """name -> its newest stored version (by creation time), sorted by name: what start-up serves."""
+    latest: dict[str, Any] = {}
+    for entry in list_entries() if entries is None else entries:
+        name = entry.tag.name
+        if name not in latest or entry.creation_time > latest[name].creation_time:
+            latest[name] = entry
+    return dict(sorted(latest.items()))
+
+
 def read_spec(entry: Any) -> Spec:
     """The entry's spec: ``spec.json`` when present, else the copy in its BentoML metadata."""
     spec_file = Path(entry.path) / "spec.json"
