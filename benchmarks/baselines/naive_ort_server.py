@@ -3,7 +3,8 @@
 FastAPI + uvicorn (one process), one ``onnxruntime.InferenceSession`` per model opened on the very
 ``model.onnx`` the service serves (the store entry's directory), the service's own decode and
 preprocessing (``service.preprocess``) and top-k, one session call per request, no batching across
-requests. The endpoints are ``async def`` and compute inline: one request at a time. So the
+requests, ONNX Runtime's thread pool sized by its default and not spinning. The endpoints are
+``async def`` and compute inline: one request at a time. So the
 service's ratio over this server is what the service adds beyond the runtime (workers, adaptive
 batching, threads), not a faster runtime. Same routes and answers as the service's family routes
 for the classifiers, and ``GET /readyz``; an undecodable upload is a 400 with the service's message.
@@ -40,9 +41,13 @@ class Loaded:
 
 
 def load(entry_dir: Path) -> Loaded:
-    """The tutorial way: an InferenceSession on the file, CPU, ONNX Runtime's default threads."""
+    """An InferenceSession on the file: CPU, ONNX Runtime's default thread count (the cores), but its
+    pool does not busy-wait between calls (as in the service): with the default spinning, the idle pool
+    takes a core from the one thread serving HTTP, and the ratio would measure that setting."""
     spec = Spec.from_json((entry_dir / "spec.json").read_text())
-    sess = ort.InferenceSession(str(entry_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(entry_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     return Loaded(sess, sess.get_inputs()[0].name, spec)
 
 
