@@ -131,6 +131,43 @@ def test_transfer_weights_from_state_dict_file(tmp_path):
     torch.testing.assert_close(model.state_dict()["conv1.weight"], sd["module.conv1.weight"])
 
 
+def test_transfer_quick_freezes_only_a_pretrained_backbone(tmp_path, capsys):
+    base = ["--data-dir", str(tmp_path), "--quick"]
+    pretrained = transfer_resnet18.parse_args([*base, "--weights", "imagenet"])
+    assert pretrained.freeze_backbone and pretrained.epochs == 2
+    scratch = transfer_resnet18.parse_args([*base, "--weights", "none"])
+    assert not scratch.freeze_backbone and scratch.epochs == 3 and scratch.batch_size == 8 and not scratch.augment
+    assert transfer_resnet18.parse_args([*base, "--weights", "none", "--epochs", "5"]).epochs == 5  # flags still win
+    with pytest.raises(SystemExit) as exit_:
+        transfer_resnet18.parse_args([*base, "--weights", "none", "--freeze-backbone"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--freeze-backbone with --weights none" in err and len(err.strip().splitlines()) == 1
+
+
+def test_transfer_quick_from_scratch_trains_the_whole_network(tmp_path):
+    write_image_folder(tmp_path / "folder", classes=("cat", "dog"), per_class=2, size=32)
+    # --quick's choice of what trains, on 2 images for 1 epoch (its epoch count is checked above)
+    result = transfer_resnet18.main(run_args(tmp_path, "--data-dir", str(tmp_path / "folder"), "--weights", "none",
+                                             "--quick", "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.5"))
+    ckpt = check_outputs(result, tmp_path, "transfer-resnet18")
+    n_params = len(list(build_model("transfer-resnet18", ckpt["config"]["model"]).parameters()))
+    # the optimiser held every parameter, not the head alone, and the backbone's BatchNorm statistics
+    # moved off their initial zeros (a frozen backbone keeps its BatchNorm layers in eval mode)
+    assert len(ckpt["optimizer"]["param_groups"][0]["params"]) == len(ckpt["optimizer"]["state"]) == n_params
+    for key in ("bn1.running_mean", "layer4.1.bn2.running_mean"):
+        assert ckpt["model"][key].abs().sum() > 0, key
+
+
+def test_sample_limits_keep_every_class_of_a_sorted_folder(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    from training.engine import limit
+
+    folder = ImageFolder(str(write_image_folder(tmp_path, classes=("a", "b", "c"), per_class=4)))  # listed class by class
+    picked = limit(folder, 6)
+    assert sorted(folder.targets[i] for i in picked.indices) == [0, 0, 1, 1, 2, 2]
+
+
 def test_sine_end_to_end_with_forecast_plot(tmp_path):
     result = sine_rnn.main(run_args(tmp_path, "--cell", "gru", "--epochs", "2", "--train-windows", "256",
                                     "--val-windows", "64", "--batch-size", "32"))
