@@ -1,22 +1,25 @@
 """Measure the default training recipes against the issue's targets.
 
-    python -m benchmarks.train_targets [--families mnist-mlp sine-rnn] [--json PATH] [--strict]
+    python -m benchmarks.train_targets [--families mnist-mlp sine-rnn] [--seeds 0 1 2] [--json PATH] [--strict]
     python -m benchmarks.train_targets --quick     # the --quick recipes of all four families
 
 Each family's *default* recipe runs as a user would run it (``python -m training FAMILY``, in a
 fresh process, so wall time includes start-up and data loading) on this machine's CPU. Targets:
 
-- mnist-mlp: test accuracy >= 98.0% on the real MNIST test split, wall <= 60 s on 2 CPU cores.
+- mnist-mlp: test accuracy >= 98.5% on the real MNIST test split, wall <= 60 s on 2 CPU cores.
 - sine-rnn: one-step MSE over whole held-out 50-point windows <= 1e-3, and MSE of a 40-step
   autoregressive rollout after a 10-point history <= 1e-3, wall <= 60 s on 2 CPU cores.
 - cifar10-resnet18 (stated, not run: CIFAR-10 is not downloadable here): the default recipe is the
   standard one (SGD Nesterov 0.9, wd 5e-4, OneCycle to 0.2, crop+flip, AMP, batch 512, 35 epochs),
   expected ~94% test accuracy in ~6-9 min on one A100/H100-class GPU.
 - ``--quick``: every family's ``--quick`` recipe (the one ``make serve`` runs) finishes in <= 2 min
-  wall on 2 CPU cores. CIFAR-10 and an ImageFolder are not available here, so those two train on
-  synthetic images written in the real on-disk formats at the sizes the quick recipes read (1250
-  CIFAR pickled rows per batch file / 256x256 PNGs), and transfer-resnet18 starts from ``--weights
-  none`` (no ImageNet download): the work per step is the same, the accuracy printed is meaningless.
+  wall on 2 CPU cores; mnist-mlp's in <= 15 s with test accuracy >= 97.5%. CIFAR-10 is not available
+  here, so cifar10-resnet18 trains on synthetic images in the real pickled format at the size the
+  quick recipe reads (1250 rows per batch file): its time counts, its accuracy does not.
+  transfer-resnet18 starts from ``--weights none`` (no ImageNet download), so its quick recipe trains
+  the whole network, on an ImageFolder of real MNIST digits (3 classes, 120 training images each,
+  written as PNGs; an 80/20 seeded split) whose validation accuracy means something; without MNIST
+  it falls back to synthetic 256x256 PNGs.
 
 Prints one line per target and writes a JSON with the figures, the targets and the machine.
 """
@@ -39,8 +42,10 @@ WALL_LIMIT_S = 60.0
 QUICK_LIMIT_S = 120.0
 QUICK_METRIC = {"mnist-mlp": "test_acc", "sine-rnn": "rollout_mse", "cifar10-resnet18": "test_acc",
                 "transfer-resnet18": "best_val_acc"}  # an ImageFolder has no test split
+QUICK_TARGETS = {"mnist-mlp": (15.0, ">=", 0.975)}  # family -> (wall bound s, comparison, bound on QUICK_METRIC)
+DIGIT_CLASSES = {"three": 3, "seven": 7, "eight": 8}  # the transfer --quick ImageFolder's classes
 TARGETS = {  # family -> [(metric key in metrics.json, comparison, bound, label)]
-    "mnist-mlp": [("test_acc", ">=", 0.98, "test accuracy")],
+    "mnist-mlp": [("test_acc", ">=", 0.985, "test accuracy")],
     "sine-rnn": [("test_mse", "<=", 1e-3, "one-step MSE (whole windows)"),
                  ("rollout_mse", "<=", 1e-3, "40-step rollout MSE after 10 points")],
 }
@@ -67,11 +72,25 @@ def run_recipe(family: str, workdir: Path, extra: list[str]) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "metrics": metrics, "command": " ".join(cmd[1:]), "log_tail": proc.stdout.splitlines()[-3:]}
 
 
+def digit_folder(root: Path, mnist_dir: str, per_class: int = 120) -> Path:
+    """``root/<class>/*.png``: the first ``per_class`` MNIST training digits of each DIGIT_CLASSES entry."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.datasets import MNIST
+
+    raw = MNIST(mnist_dir, train=True)
+    for name, digit in DIGIT_CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in (raw.targets == digit).nonzero().flatten()[:per_class].tolist():
+            Image.fromarray(np.asarray(raw.data[i]), mode="L").save(root / name / f"{i}.png")
+    return root
+
+
 def quick_data(family: str, root: Path, mnist_dir: str | None) -> list[str]:
     """Arguments that point a --quick run at its data (synthetic, in the real format, where none exists here)."""
     if str(REPO / "tests") not in sys.path:
         sys.path.insert(0, str(REPO / "tests"))
-    from fixtures_data import write_image_folder, write_tiny_cifar10
+    from fixtures_data import mnist_data_dir, write_image_folder, write_tiny_cifar10
 
     if family == "mnist-mlp":
         return ["--data-dir", mnist_dir] if mnist_dir else []
@@ -79,6 +98,9 @@ def quick_data(family: str, root: Path, mnist_dir: str | None) -> list[str]:
         write_tiny_cifar10(root / "cifar", per_batch=250)  # 1250 training rows: the quick recipe reads 1024
         return ["--data-dir", str(root / "cifar")]
     if family == "transfer-resnet18":
+        mnist = Path(mnist_dir or mnist_data_dir())
+        if (mnist / "MNIST" / "raw").is_dir():
+            return ["--data-dir", str(digit_folder(root / "digits", str(mnist))), "--weights", "none"]
         write_image_folder(root / "folder", classes=("cat", "dog"), per_class=160, split=True, size=256)
         return ["--data-dir", str(root / "folder"), "--weights", "none"]
     return []
@@ -86,8 +108,14 @@ def quick_data(family: str, root: Path, mnist_dir: str | None) -> list[str]:
 
 def check_quick(family: str, result: dict) -> list[dict]:
     key = QUICK_METRIC[family]
-    return [{"family": family, "target": f"--quick wall time (s) [{key} {result['metrics'].get(key, float('nan')):.4g}]",
-             "value": result["wall_s"], "bound": f"<= {QUICK_LIMIT_S:g}", "ok": result["wall_s"] <= QUICK_LIMIT_S}]
+    value = result["metrics"].get(key)
+    wall_bound, op, bound = QUICK_TARGETS.get(family, (QUICK_LIMIT_S, None, None))
+    rows = [{"family": family, "target": f"--quick wall time (s) [{key} {value if value is not None else float('nan'):.4g}]",
+             "value": result["wall_s"], "bound": f"<= {wall_bound:g}", "ok": result["wall_s"] <= wall_bound}]
+    if op is not None:
+        ok = value is not None and (value >= bound if op == ">=" else value <= bound)
+        rows.append({"family": family, "target": f"--quick {key}", "value": value, "bound": f"{op} {bound:g}", "ok": ok})
+    return rows
 
 
 def check(family: str, result: dict) -> list[dict]:
@@ -110,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="time the --quick recipes (<= 2 min each) instead")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "train_targets.json"))
     p.add_argument("--data-dir", default=os.environ.get("DATA_DIR"), help="passed to the MNIST recipe")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="run each recipe once per --seed")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     families = args.families or (sorted(QUICK_METRIC) if args.quick else sorted(TARGETS))
@@ -126,24 +155,29 @@ def main(argv: list[str] | None = None) -> int:
     rows, runs = [], {}
     with tempfile.TemporaryDirectory(prefix="train_targets_") as tmp:
         for family in families:
-            if args.quick:
-                runs[family] = run_recipe(family, Path(tmp), ["--quick", *quick_data(family, Path(tmp), args.data_dir)])
-                rows += check_quick(family, runs[family])
-                continue
-            extra = ["--data-dir", args.data_dir] if (family == "mnist-mlp" and args.data_dir) else []
-            runs[family] = run_recipe(family, Path(tmp), extra)
-            rows += check(family, runs[family])
+            for seed in args.seeds:
+                key = family if len(args.seeds) == 1 else f"{family} s{seed}"  # s0, s1, ...: the seed
+                if args.quick:
+                    extra = ["--quick", *quick_data(family, Path(tmp), args.data_dir)]
+                else:
+                    extra = ["--data-dir", args.data_dir] if (family == "mnist-mlp" and args.data_dir) else []
+                runs[key] = run_recipe(family, Path(tmp), [*extra, "--seed", str(seed)])
+                runs[key]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+                print(f"{key}: {runs[key]['wall_s']:.1f} s wall, {runs[key]['cpu_s']:.1f} s CPU, "
+                      f"load average after {runs[key]['load_avg_after']}", flush=True)
+                rows += [{**r, "family": key} for r in (check_quick if args.quick else check)(family, runs[key])]
     for r in rows:
         value = r["value"]
         shown = "n/a" if value is None else (f"{value:.2e}" if "MSE" in r["target"] else f"{value:.4f}" if value < 1 else f"{value:.1f}")
-        print(f"{r['family']:<17} {r['target']:<50} {shown:>10}  target {r['bound']:<8} {'PASS' if r['ok'] else 'MISS'}")
+        print(f"{r['family']:<20} {r['target']:<50} {shown:>10}  target {r['bound']:<8} {'PASS' if r['ok'] else 'MISS'}")
     if not args.quick:
         print(CIFAR_STATEMENT)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {family: {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "command": run["command"],
-                        "metrics": {k: v for k, v in run["metrics"].items() if k != "history"}}
-               for family, run in runs.items()}
+    summary = {key: {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "command": run["command"],
+                     "load_avg_after": run["load_avg_after"],
+                     "metrics": {k: v for k, v in run["metrics"].items() if k != "history"}}
+               for key, run in runs.items()}
     out.write_text(json.dumps({"machine": machine, "rows": rows, "runs": summary, "cifar10_resnet18": CIFAR_STATEMENT,
                                "load_avg_after": [round(x, 2) for x in os.getloadavg()]}, indent=2))
     print(f"wrote {out}")

@@ -126,7 +126,8 @@ def export_checkpoint(
         echo(table)
         (stage / "spec.json").write_text(spec.to_json() + "\n")
         (stage / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        (stage / "README.md").write_text(model_card(name, spec, ckpt, fmts, table))
+        n_params = sum(p.numel() for p in model.parameters())
+        (stage / "README.md").write_text(model_card(name, spec, ckpt, fmts, table, n_params))
         if out_dir is not None:
             dest = Path(out_dir)
             dest.mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,9 @@ def register(name: str, spec: Spec, formats: list[str], opset: int, stage: Path)
     return str(model.tag)
 
 
-def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], table: str) -> str:
-    """README.md stored with the model: what it is, its data, its metrics, its parity."""
+def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], table: str,
+               n_params: int | None = None) -> str:
+    """README.md stored with the model: what it is (its config and size), its data, its metrics, its parity."""
     cfg = ckpt["config"]
     train = cfg.get("train") or {}
     metrics = ckpt.get("metrics") or {}
@@ -96,7 +97,8 @@ def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], 
         f"# {name}\n\n"
         f"Family `{spec.family}` ({spec.task}), exported from a training checkpoint "
         f"(epoch {ckpt.get('epoch')}).\n\n"
-        f"## Model and data\n\n{io}"
+        f"## Model and data\n\n- model config `{json.dumps(cfg.get('model') or {}, sort_keys=True)}`"
+        f"{f', {n_params:,} parameters' if n_params is not None else ''}\n{io}"
         f"- data: {data}\n\n"
         f"## Training metrics (from the checkpoint)\n\n{metric_lines or '- none recorded'}\n\n"
         f"## Files\n\n{files}\n- `spec.json` (the preprocessing contract), `report.json` (below, as data)\n\n"

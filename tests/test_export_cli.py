@@ -82,6 +82,8 @@ def test_export_registers_one_model_with_every_file(trained_mlp, env, tmp_path):
     assert report["formats"]["onnx-int8"]["accuracy_drop"] <= 0.5
     card = (model_dir / "README.md").read_text()
     assert "mnist-mlp" in card and "onnx-int8" in card and "accuracy" in card
+    # the default MLP's architecture and size: (784*512 + 512) + (512*512 + 512) + (512*10 + 10) weights
+    assert '"hidden": [512, 512]' in card and f"{784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10:,} parameters" in card
     assert {p.name for p in (tmp_path / "copy").iterdir()} == names - {"model.yaml"}
     # a second export is a new version of the same model, not an overwrite
     again = export([str(ckpt), "--formats", "onnx", "--name", "mnist-mlp"], env)

@@ -60,7 +60,7 @@ def test_mlp_matches_functional_reference():
     x = torch.randn(5, 784)
     l1, l2, l3 = [m for m in model.modules() if isinstance(m, nn.Linear)]
     ref = F.linear(F.relu(F.linear(F.relu(F.linear(x, l1.weight, l1.bias)), l2.weight, l2.bias)), l3.weight, l3.bias)
-    assert [l.out_features for l in (l1, l2, l3)] == [200, 200, 10]
+    assert [l.out_features for l in (l1, l2, l3)] == [512, 512, 10]
     torch.testing.assert_close(model(x), ref)
     torch.testing.assert_close(model(x.view(5, 1, 28, 28)), ref)  # image-shaped input is flattened
 

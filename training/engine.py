@@ -68,12 +68,13 @@ def classification_task(args: Any = None, **kw: Any) -> Task:
 
 
 def limit(ds: Dataset, n: int | None) -> Dataset:
-    """The first n items (all when n is None)."""
+    """n items (all when n is None): the first n of in-memory tensors, n evenly spaced ones of any
+    other dataset, since an ImageFolder's train/ lists its images class by class."""
     if n is None or n >= len(ds):
         return ds
     if isinstance(ds, TensorDataset):
         return TensorDataset(*(t[:n] for t in ds.tensors))
-    return Subset(ds, range(n))
+    return Subset(ds, torch.linspace(0, len(ds) - 1, n).round().long().tolist())
 
 
 def shard(ds: Dataset) -> Dataset:

@@ -20,7 +20,7 @@ from torchvision.models.resnet import BasicBlock
 @dataclass
 class MLPConfig:
     in_features: int = 28 * 28
-    hidden: tuple[int, ...] = (200, 200)
+    hidden: tuple[int, ...] = (512, 512)  # the default recipe's widths; old checkpoints carry their own
     num_classes: int = 10
     dropout: float = 0.0  # 0 disables; 0.2 helps longer recipes
 
@@ -41,7 +41,7 @@ class RNNConfig:
 
 
 class MLP(nn.Module):
-    """784-200-200-10 by default, ReLU between hidden layers, logits out."""
+    """784-512-512-10 by default, ReLU between hidden layers, logits out."""
 
     def __init__(self, cfg: MLPConfig) -> None:
         super().__init__()

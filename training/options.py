@@ -36,8 +36,9 @@ def common_parser(family: str, **defaults: Any) -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default=default_data_dir(), help="dataset root ($DATA_DIR, else ./data)")
     d.add_argument("--download", action="store_true", help="download the dataset through torchvision (needs internet)")
     d.add_argument("--val-fraction", type=float, default=0.1, help="share of the training split held out for validation")
-    d.add_argument("--max-train-samples", type=int, default=None, help="train on the first N training samples only")
-    d.add_argument("--max-eval-samples", type=int, default=None, help="validate/test on the first N samples only")
+    d.add_argument("--max-train-samples", type=int, default=None,
+                   help="train on N training samples only (the first N, or N spread over an image folder's classes)")
+    d.add_argument("--max-eval-samples", type=int, default=None, help="validate/test on N samples only (chosen the same way)")
     d.add_argument("--no-augment", dest="augment", action="store_false", help="disable training augmentation")
     d.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (image datasets)")
 

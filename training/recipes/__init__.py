@@ -1,4 +1,4 @@
-"""One module per family recipe: ``get_args_parser()``, ``train_one_epoch``, ``evaluate``, ``main(args)``."""
+"""One module per family recipe: ``get_args_parser()``, ``task(args)`` and ``main(args)``; the loop is training/engine.py."""
 
 RECIPES = {
     "mnist-mlp": "training.recipes.mnist_mlp",

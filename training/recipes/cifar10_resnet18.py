@@ -38,14 +38,6 @@ def task(args: argparse.Namespace | None = None) -> engine.Task:
     return engine.classification_task(args)
 
 
-def train_one_epoch(model, loader, optimizer, device, epoch, args, scheduler=None, scaler=None) -> dict[str, float]:
-    return engine.train_one_epoch(model, loader, task(args), optimizer, device, epoch, args, scheduler, scaler)
-
-
-def evaluate(model, loader, device, args) -> dict[str, float]:
-    return engine.evaluate(model, loader, task(args), device, args)
-
-
 def main(args: Any = None) -> dict[str, Any]:
     args = parse(get_args_parser(), args, QUICK)
     device = setup_run(args)
