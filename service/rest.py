@@ -84,8 +84,7 @@ async def forecast(zoo: Any, name: str, body: ForecastBody | ServiceError | None
                 body = parse_forecast(await request.body())
             if isinstance(body, ServiceError):
                 raise body
-            values = await asyncio.to_thread(model.forecast, body.history, body.steps)
-            return json_response({"forecast": values})
+            return json_response(await asyncio.to_thread(model.answer, body.history, body.steps))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # as above
