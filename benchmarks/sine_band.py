@@ -235,6 +235,25 @@ def plot(rows: list[dict], budget_s: float, path: Path) -> Path:
     return path
 
 
+def sweep(args: argparse.Namespace, configs: list, screen: dict, full: dict, root: Path, pool: ThreadPoolExecutor) -> list[dict]:
+    """Stage 1 (every config at the screen width and budget), then stage 2 (the best at the full budget, walking the width)."""
+    print(f"stage 1: {len(configs)} configs at width {args.screen_width} rad/step, budget {args.screen_budget_s:g} s",
+          flush=True)
+    rows = list(pool.map(lambda cfg: run_one(*cfg, args.screen_width, screen[cfg], args.screen_budget_s, root,
+                                             args.seed), configs))
+    best = [(r["cell"], r["hidden"]) for r in sorted(rows, key=lambda r: r["worst"])[:args.top]]
+    print(f"stage 2: {', '.join(f'{c}-{h}' for c, h in best)} at budget {args.budget_s:g} s, "
+          f"widths from {args.screen_width} doubling/halving to the pass/fail edge", flush=True)
+
+    def stage2(cfg: tuple[str, int]) -> list[dict]:
+        first = run_one(*cfg, args.screen_width, full[cfg], args.budget_s, root, args.seed)
+        return walk(first, full[cfg], root, args.seed, args.min_width, args.max_width, args.moves)
+
+    for more in pool.map(stage2, best):
+        rows += more
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cells", nargs="+", choices=["rnn", "gru", "lstm"], default=["rnn", "gru", "lstm"])
@@ -248,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screen-budget-s", type=float, default=15.0, help="stage 1 training work per run")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (each one process, 1 thread)")
     p.add_argument("--lock", default=None, help="hold this lock file while calibrating (the timed part)")
+    p.add_argument("--runs", nargs="+", default=None, metavar="CELL-HIDDEN:WIDTH",
+                   help="train only these at the full budget (e.g. lstm-16:0.001), no screen or walk")
+    p.add_argument("--calibration", default=None, help="reuse the steps per second of an earlier results.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sine_band"))
     args = p.parse_args(argv)
@@ -256,10 +278,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = [(c, h) for c in args.cells for h in args.hidden]
-    with locked(args.lock):
-        load = os.getloadavg()
-        rates = {cfg: steps_per_second(*cfg) for cfg in configs}
+    try:
+        runs = [(r.split(":")[0].split("-")[0], int(r.split(":")[0].split("-")[1]), float(r.split(":")[1]))
+                for r in args.runs or []]
+    except (IndexError, ValueError):
+        print(f"sine_band: --runs takes CELL-HIDDEN:WIDTH, e.g. lstm-16:0.001 (got {' '.join(args.runs)})", file=sys.stderr)
+        return 2
+    configs = sorted({(c, h) for c, h, _ in runs}) if runs else [(c, h) for c in args.cells for h in args.hidden]
+    if args.calibration:
+        earlier = json.loads(Path(args.calibration).read_text())
+        load = (earlier["calibration_load_avg"],)
+        rates = {(c, h): earlier["calibration_steps_per_s"][f"{c}-{h}"] for c, h in configs}
+    else:
+        with locked(args.lock):
+            load = os.getloadavg()
+            rates = {cfg: steps_per_second(*cfg) for cfg in configs}
     print(f"calibration (load average {load[0]:.2f}): " + ", ".join(
         f"{c}-{h} {rates[(c, h)]:.1f} steps/s" for c, h in configs), flush=True)
     started = time.perf_counter()
@@ -267,20 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     full = {cfg: int(rates[cfg] * args.budget_s) for cfg in configs}
     with tempfile.TemporaryDirectory(prefix="sine_band_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         root = Path(tmp)  # each run is its own process with 1 thread; the pool runs --jobs of them at once
-        print(f"stage 1: {len(configs)} configs at width {args.screen_width} rad/step, budget {args.screen_budget_s:g} s",
-              flush=True)
-        rows = list(pool.map(lambda cfg: run_one(*cfg, args.screen_width, screen[cfg], args.screen_budget_s, root,
-                                                 args.seed), configs))
-        best = [(r["cell"], r["hidden"]) for r in sorted(rows, key=lambda r: r["worst"])[:args.top]]
-        print(f"stage 2: {', '.join(f'{c}-{h}' for c, h in best)} at budget {args.budget_s:g} s, "
-              f"widths from {args.screen_width} doubling/halving to the pass/fail edge", flush=True)
-
-        def stage2(cfg: tuple[str, int]) -> list[dict]:
-            first = run_one(*cfg, args.screen_width, full[cfg], args.budget_s, root, args.seed)
-            return walk(first, full[cfg], root, args.seed, args.min_width, args.max_width, args.moves)
-
-        for more in pool.map(stage2, best):
-            rows += more
+        if runs:
+            rows = list(pool.map(lambda r: run_one(*r, full[r[:2]], args.budget_s, root, args.seed), runs))
+        else:
+            rows = sweep(args, configs, screen, full, root, pool)
     pick = choose(rows, args.budget_s)
     summary = (f"choice: {pick['cell']} hidden {pick['hidden']} on {pick['band'][0]:g}-{pick['band'][1]:g} rad per time unit "
                f"(width {pick['width']:g} rad/step), worst grid MSE {pick['worst']:.2e}" if pick else
