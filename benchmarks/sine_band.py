@@ -1,6 +1,8 @@
 """Which sine-rnn band, cell and size forecast the original example within MSE 1e-3?
 
     python -m benchmarks.sine_band [--jobs 2] [--lock /work/bench.lock] [--out benchmarks/results/sine_band]
+    python -m benchmarks.sine_band --runs lstm-16:0.001 --calibration OUT/results.json --out OUT2   # more points
+    python -m benchmarks.sine_band --merge OUT/results.json OUT2/results.json --out OUT3              # one table
 
 The original example samples ``sin(t)`` at 50 evenly spaced points over 10 time units: 10/49 =
 0.204 rad per step. Every run trains the sine-rnn recipe (``python -m training sine-rnn``, fresh
@@ -270,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", default=None, metavar="CELL-HIDDEN:WIDTH",
                    help="train only these at the full budget (e.g. lstm-16:0.001), no screen or walk")
     p.add_argument("--calibration", default=None, help="reuse the steps per second of an earlier results.json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                   help="train nothing: one table and curve from earlier results.json files (a sweep and its --runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sine_band"))
     args = p.parse_args(argv)
@@ -278,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        rows = [row for f in args.merge for row in json.loads(Path(f).read_text())["rows"]]
+        return report(rows, args.budget_s, out, {"merged_from": args.merge, "rows": rows})
     try:
         runs = [(r.split(":")[0].split("-")[0], int(r.split(":")[0].split("-")[1]), float(r.split(":")[1]))
                 for r in args.runs or []]
@@ -304,19 +311,24 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(pool.map(lambda r: run_one(*r, full[r[:2]], args.budget_s, root, args.seed), runs))
         else:
             rows = sweep(args, configs, screen, full, root, pool)
-    pick = choose(rows, args.budget_s)
+    return report(rows, args.budget_s, out, {
+        "calibration_steps_per_s": {f"{c}-{h}": r for (c, h), r in rates.items()}, "calibration_load_avg": load[0],
+        "rows": rows, "sweep_wall_s": time.perf_counter() - started})
+
+
+def report(rows: list[dict], budget_s: float, out: Path, results: dict) -> int:
+    """Print and write the table, the choice, results.json and the curve."""
+    pick = choose(rows, budget_s)
     summary = (f"choice: {pick['cell']} hidden {pick['hidden']} on {pick['band'][0]:g}-{pick['band'][1]:g} rad per time unit "
                f"(width {pick['width']:g} rad/step), worst grid MSE {pick['worst']:.2e}" if pick else
                f"no run reached worst grid MSE <= {TARGET:g}; best worst-case "
                f"{min(r['worst'] for r in rows):.2e}")
     (out / "table.md").write_text(table(rows) + "\n" + summary + "\n")
-    (out / "results.json").write_text(json.dumps({"calibration_steps_per_s": {f"{c}-{h}": r for (c, h), r in rates.items()},
-                                                   "calibration_load_avg": load[0], "rows": rows, "choice": pick,
-                                                   "sweep_wall_s": time.perf_counter() - started}, indent=2, default=float))
-    plot(rows, args.budget_s, out / "band_curve.png")
+    (out / "results.json").write_text(json.dumps({**results, "choice": pick}, indent=2, default=float))
+    plot(rows, budget_s, out / "band_curve.png")
     print(table(rows))
     print(summary)
-    print(f"sweep wall {time.perf_counter() - started:.0f} s; wrote {out}/table.md, results.json, band_curve.png")
+    print(f"wrote {out}/table.md, results.json, band_curve.png")
     return 0
 
 
