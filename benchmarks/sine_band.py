@@ -281,9 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         print("sine_band: need --budget-s > 0, --jobs >= 1, --top >= 0 and 0 < --min-width <= --screen-width <= --max-width < 0.204", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        rows = [row for f in args.merge for row in json.loads(Path(f).read_text())["rows"]]
+        try:
+            rows = [row for f in args.merge for row in json.loads(Path(f).read_text())["rows"]]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"sine_band: --merge needs results.json files written by this command ({exc})", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
         return report(rows, args.budget_s, out, {"merged_from": args.merge, "rows": rows})
     try:
         runs = [(r.split(":")[0].split("-")[0], int(r.split(":")[0].split("-")[1]), float(r.split(":")[1]))
@@ -291,11 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     except (IndexError, ValueError):
         print(f"sine_band: --runs takes CELL-HIDDEN:WIDTH, e.g. lstm-16:0.001 (got {' '.join(args.runs)})", file=sys.stderr)
         return 2
+    out.mkdir(parents=True, exist_ok=True)
     configs = sorted({(c, h) for c, h, _ in runs}) if runs else [(c, h) for c in args.cells for h in args.hidden]
     if args.calibration:
-        earlier = json.loads(Path(args.calibration).read_text())
-        load = (earlier["calibration_load_avg"],)
-        rates = {(c, h): earlier["calibration_steps_per_s"][f"{c}-{h}"] for c, h in configs}
+        try:
+            earlier = json.loads(Path(args.calibration).read_text())
+            load = (earlier["calibration_load_avg"],)
+            rates = {(c, h): earlier["calibration_steps_per_s"][f"{c}-{h}"] for c, h in configs}
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"sine_band: --calibration needs a sweep's results.json covering {configs} ({exc})", file=sys.stderr)
+            return 2
     else:
         with locked(args.lock):
             load = os.getloadavg()
