@@ -28,7 +28,7 @@ class ForecastBody(BaseModel):
     """``{"history": [float...], "steps": int}``."""
 
     history: list[float] = Field(description="observed values, oldest first (limits: the model's spec)",
-                                 examples=[[round(math.sin(0.2 * i), 4) for i in range(20)]])
+                                 examples=[[round(math.sin(0.204 * i), 4) for i in range(20)]])
     steps: int = Field(description="how many future values to predict", examples=[10])
 
 

@@ -2,7 +2,8 @@
 
 Loaded as a plugin (``pytest_plugins = ["test_service_harness"]`` in each test_service_* module), so
 ``zoo_server`` is one session fixture shared by all of them. A temporary BENTOML_HOME
-gets an MLP trained briefly on real MNIST and a small GRU trained briefly on sine windows, both
+gets an MLP trained briefly on real MNIST and a sine forecaster trained by the sine-rnn recipe's
+``--quick`` (the default band, so the original sin(t) example forecasts within the target), both
 exported and registered through the real exporter CLI (``python -m export``). Answers are compared
 with eager PyTorch on the same checkpoints and real MNIST test images.
 """
@@ -26,9 +27,10 @@ import torch
 from PIL import Image
 
 from fixtures_data import mnist_data_dir, write_image_folder
-from training.checkpoint import save_checkpoint
-from training.data import mnist_tensors, sine_windows
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data import mnist_tensors
 from training.models import build_model, model_config
+from training.recipes import sine_rnn
 from training.specs import make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,16 +74,18 @@ def _train_models(tmp: Path) -> tuple[Path, torch.nn.Module, Path, torch.nn.Modu
         opt.zero_grad()
         torch.nn.functional.cross_entropy(mlp(x[idx]), y[idx]).backward()
         opt.step()
-    rnn = build_model("sine-rnn", {"cell": "gru"})
-    xs, ys = sine_windows(256, 30, seed=0).tensors  # (256, 30, 1)
-    opt = torch.optim.Adam(rnn.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(rnn(xs)[0], ys).backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    out = sine_rnn.main(["--quick", "--out-dir", str(tmp / "sine"), "--log-dir", str(tmp / "sine-runs"), "--no-progress"])
+    torch.set_num_threads(threads)  # the recipe chose its own
+    trained = load_checkpoint(out["checkpoint"])
+    cfg = trained["config"]["model"]
+    rnn = build_model("sine-rnn", cfg)
+    rnn.load_state_dict(trained["model"])
+    band = {k: trained["spec"]["sequence"][k] for k in ("freq_range", "amp_range", "dt")}
     p1 = _checkpoint(tmp / "mlp.pt", "mnist-mlp", mlp.eval(), {}, make_spec("mnist-mlp"))
-    p2 = _checkpoint(tmp / "rnn.pt", "sine-rnn", rnn.eval(), {"cell": "gru"},
-                     make_spec("sine-rnn", cell="gru", **SINE_LIMITS))
+    p2 = _checkpoint(tmp / "rnn.pt", "sine-rnn", rnn.eval(), cfg,
+                     make_spec("sine-rnn", cell=cfg["cell"], hidden_size=cfg["hidden_size"],
+                               num_layers=cfg["num_layers"], **band, **SINE_LIMITS))
     return p1, mlp, p2, rnn
 
 
