@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import fcntl
 import json
-import math
 import os
 import subprocess
 import sys
@@ -126,7 +125,8 @@ def train(cell: str, hidden: int, width: float, steps: int, out: Path, seed: int
 
 def grid_windows(lo: float, hi: float, amps: tuple[float, ...], n_freq: int = 9,
                  n_phase: int = 16) -> tuple[torch.Tensor, np.ndarray]:
-    """(n_freq * n_phase * len(amps), 50, 1) windows across the band [lo, hi] rad per step and their (rad/step, phase, amp) rows."""
+    """Windows (n_freq * n_phase * len(amps), 50, 1) across the band [lo, hi] rad per step,
+    and their (rad/step, phase, amp) rows."""
     rows = np.array([(w, p, a) for w in np.linspace(lo, hi, n_freq)
                      for p in np.arange(n_phase) * 2 * np.pi / n_phase for a in amps])
     k = np.arange(HISTORY + HORIZON)
@@ -208,7 +208,8 @@ def table(rows: list[dict]) -> str:
         lo, hi = r["band"]
         lines.append(f"| {r['cell']} | {r['hidden']} | {r['params']} | {lo * DT:.4f}-{hi * DT:.4f} | {lo:g}-{hi:g} | "
                      f"{r['worst']:.2e}{' ✓' if r['worst'] <= TARGET else ''} | {r['mean']:.2e} | "
-                     f"{r['original_worst']:.2e} | {r['budget_s']:g} | {r['epochs']} ({r['steps']}) | {r['train_s']:.0f} | {r['load_avg']} |")
+                     f"{r['original_worst']:.2e} | {r['budget_s']:g} | {r['epochs']} ({r['steps']}) | "
+                     f"{r['train_s']:.0f} | {r['load_avg']} |")
     return (head + "\n".join(lines) + "\n\nBudget: the training steps that many seconds buy on a quiet core (calibrated "
             "by CPU time); train time is the measured wall time of the recipe's training loop.\n")
 
@@ -277,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sine_band"))
     args = p.parse_args(argv)
-    if not (args.budget_s > 0 and args.jobs >= 1 and args.top >= 0 and 0 < args.min_width <= args.screen_width <= args.max_width < CENTER):
-        print("sine_band: need --budget-s > 0, --jobs >= 1, --top >= 0 and 0 < --min-width <= --screen-width <= --max-width < 0.204", file=sys.stderr)
+    widths_ok = 0 < args.min_width <= args.screen_width <= args.max_width < CENTER
+    if not (args.budget_s > 0 and args.jobs >= 1 and args.top >= 0 and widths_ok):
+        print("sine_band: need --budget-s > 0, --jobs >= 1, --top >= 0 and "
+              "0 < --min-width <= --screen-width <= --max-width < 0.204", file=sys.stderr)
         return 2
     out = Path(args.out)
     if args.merge:
