@@ -6,7 +6,7 @@ drifts, so the service estimates w and a from the history and says so next to th
 
 Estimate: least-squares fit of ``a * sin(w k + phase)`` (k the step index) to the last ``MAX_FIT_POINTS``
 points: for each candidate w the best (a, phase) is a linear solve, w is the candidate with the least
-residual, found on a grid over (0, pi] rad per step and refined twice on finer grids around the best.
+residual, found on a grid over (0, pi] rad per step and refined on finer grids around the best.
 Noise-free sines are recovered to float precision; it needs ``MIN_FIT_POINTS`` points (three unknowns
 plus redundancy) and answers nothing for fewer.
 """
@@ -21,8 +21,8 @@ import numpy as np
 from service.spec import SequenceSpec
 
 MIN_FIT_POINTS = 5  # fewer points cannot separate frequency from amplitude and phase robustly
-MAX_FIT_POINTS = 128  # the recent past decides; bounds the cost per request
-GRID = 256  # candidate frequencies per round (spacing pi/256, well under the fit's resolution 2 pi / points)
+MAX_FIT_POINTS = 64  # the recent past decides; bounds the cost per request
+GRID = 128  # candidate frequencies per round (spacing pi/128, well under the fit's resolution 2 pi / 64)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def fit_sine(history: np.ndarray) -> SineFit | None:
     if not np.any(x):
         return SineFit(float("nan"), 0.0)  # any frequency fits: only the amplitude is known
     lo, hi = 1e-3, np.pi
-    for _ in range(3):  # coarse grid, then two finer grids around the best candidate
+    for _ in range(4):  # coarse grid, then finer grids around the best candidate
         w = np.linspace(lo, hi, GRID)
         resid, amp = _residuals(x, w)
         i = int(np.argmin(resid))
