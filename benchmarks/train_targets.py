@@ -7,8 +7,11 @@ Each family's *default* recipe runs as a user would run it (``python -m training
 fresh process, so wall time includes start-up and data loading) on this machine's CPU. Targets:
 
 - mnist-mlp: test accuracy >= 98.5% on the real MNIST test split, wall <= 60 s on 2 CPU cores.
-- sine-rnn: one-step MSE over whole held-out 50-point windows <= 1e-3, and MSE of a 40-step
-  autoregressive rollout after a 10-point history <= 1e-3, wall <= 60 s on 2 CPU cores.
+- sine-rnn: one-step MSE over whole held-out 50-point windows <= 1e-3, MSE of a 40-step
+  autoregressive rollout after a 10-point history <= 1e-3 on held-out windows, on the worst point of
+  a grid of frequencies x phases x amplitudes across the trained band, and on the original example
+  (sin(t) at 50 points over 10 time units, worst of 8 start points; benchmarks/sine_band.py), wall
+  <= 120 s on 2 CPU cores.
 - cifar10-resnet18 (stated, not run: CIFAR-10 is not downloadable here): the default recipe is the
   standard one (SGD Nesterov 0.9, wd 5e-4, OneCycle to 0.2, crop+flip, AMP, batch 512, 35 epochs),
   expected ~94% test accuracy in ~6-9 min on one A100/H100-class GPU.
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WALL_LIMIT_S = 60.0
+WALL_LIMIT_S = {"mnist-mlp": 60.0, "sine-rnn": 120.0}
 QUICK_LIMIT_S = 120.0
 QUICK_METRIC = {"mnist-mlp": "test_acc", "sine-rnn": "rollout_mse", "cifar10-resnet18": "test_acc",
                 "transfer-resnet18": "best_val_acc"}  # an ImageFolder has no test split
@@ -47,7 +50,9 @@ DIGIT_CLASSES = {"three": 3, "seven": 7, "eight": 8}  # the transfer --quick Ima
 TARGETS = {  # family -> [(metric key in metrics.json, comparison, bound, label)]
     "mnist-mlp": [("test_acc", ">=", 0.985, "test accuracy")],
     "sine-rnn": [("test_mse", "<=", 1e-3, "one-step MSE (whole windows)"),
-                 ("rollout_mse", "<=", 1e-3, "40-step rollout MSE after 10 points")],
+                 ("rollout_mse", "<=", 1e-3, "40-step rollout MSE after 10 points"),
+                 ("rollout_grid_worst", "<=", 1e-3, "rollout MSE, worst grid point of the band"),
+                 ("rollout_original_worst", "<=", 1e-3, "rollout MSE, original sin(t) example")],
 }
 CIFAR_STATEMENT = ("cifar10-resnet18 default recipe: SGD momentum 0.9 Nesterov, weight decay 5e-4, OneCycle (max lr 0.2), "
                    "random crop (pad 4) + flip, AMP + channels_last, batch 512, 35 epochs -> ~94% test accuracy, "
@@ -69,6 +74,11 @@ def run_recipe(family: str, workdir: Path, extra: list[str]) -> dict:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"{family}: training failed (exit {proc.returncode}): {tail}")
     metrics = json.loads((workdir / family / "metrics.json").read_text())
+    if family == "sine-rnn":
+        from benchmarks.sine_band import score
+
+        graded = score(workdir / family / "best.pt")
+        metrics.update(rollout_grid_worst=graded["worst"], rollout_original_worst=graded["original_worst"])
     return {"wall_s": wall, "cpu_s": cpu, "metrics": metrics, "command": " ".join(cmd[1:]), "log_tail": proc.stdout.splitlines()[-3:]}
 
 
@@ -124,10 +134,11 @@ def check(family: str, result: dict) -> list[dict]:
         value = result["metrics"].get(key)
         ok = value is not None and (value >= bound if op == ">=" else value <= bound)
         rows.append({"family": family, "target": label, "value": value, "bound": f"{op} {bound:g}", "ok": ok})
+    limit = WALL_LIMIT_S[family]
     rows.append({"family": family, "target": "wall time (s)", "value": result["wall_s"],
-                 "bound": f"<= {WALL_LIMIT_S:g}", "ok": result["wall_s"] <= WALL_LIMIT_S})
+                 "bound": f"<= {limit:g}", "ok": result["wall_s"] <= limit})
     rows.append({"family": family, "target": "CPU time, user+sys (s)", "value": result["cpu_s"],
-                 "bound": f"<= {2 * WALL_LIMIT_S:g}", "ok": result["cpu_s"] <= 2 * WALL_LIMIT_S})  # 2 cores x 60 s
+                 "bound": f"<= {2 * limit:g}", "ok": result["cpu_s"] <= 2 * limit})  # 2 cores x the wall limit
     return rows
 
 

@@ -82,9 +82,9 @@ def build_bodies(args: argparse.Namespace) -> list[tuple[bytes, dict[str, str]]]
         if args.inputs:
             history = read_history_csv(args.inputs[0])
         for i in range(BODY_POOL):
-            if not args.inputs:  # a sine of the kind the default recipe trains on: 2 rad/unit +-1%, dt 0.1
+            if not args.inputs:  # a sine of the kind the default recipe trains on: 2.04 rad/unit +-0.25%, dt 0.1
                 t = np.arange(args.history_len) * 0.1
-                history = (np.sin(t * rng.uniform(1.98, 2.02) + rng.uniform(0, 2 * math.pi))).tolist()
+                history = (np.sin(t * rng.uniform(2.035, 2.045) + rng.uniform(0, 2 * math.pi))).tolist()
             content = json.dumps({"history": history, "steps": args.steps}).encode()
             bodies.append((content, {"Content-Type": "application/json"}))
         return bodies

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from service import limits
+from service.band import band_warning
 from service.batching import Batcher
 from service.config import Settings
 from service.errors import BadRequest, Overloaded
@@ -198,6 +199,15 @@ class Forecaster:
 
     def forecast(self, history: list[float], steps: int) -> list[float]:
         return [float(v) for v in self.rollout(self.validate(history, steps), steps)]
+
+    def answer(self, history: list[float], steps: int) -> dict[str, Any]:
+        """The HTTP answer: ``{"forecast": [...]}`` plus ``"warning"`` when the history lies outside the trained band."""
+        x = self.validate(history, steps)
+        out: dict[str, Any] = {"forecast": [float(v) for v in self.rollout(x, steps)]}
+        warning = band_warning(x, self.seq)
+        if warning is not None:
+            out["warning"] = warning
+        return out
 
     async def warmup(self, rounds: int, min_seconds: float) -> None:
         t = np.arange(max(self.seq.min_history, 20), dtype=np.float32) * self.seq.dt

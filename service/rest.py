@@ -30,7 +30,7 @@ class ForecastBody(BaseModel):
     """``{"history": [float...], "steps": int}``."""
 
     history: list[float] = Field(description="observed values, oldest first (limits: the model's spec)",
-                                 examples=[[round(math.sin(0.2 * i), 4) for i in range(20)]])
+                                 examples=[[round(math.sin(0.204 * i), 4) for i in range(20)]])
     steps: int = Field(description="how many future values to predict", examples=[10])
 
 
@@ -86,8 +86,7 @@ async def forecast(zoo: Any, name: str, body: ForecastBody | ServiceError | None
                 body = parse_forecast(await request.body())
             if isinstance(body, ServiceError):
                 raise body
-            values = await asyncio.to_thread(model.forecast, body.history, body.steps)
-            return json_response({"forecast": values})
+            return json_response(await asyncio.to_thread(model.answer, body.history, body.steps))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # as above

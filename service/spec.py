@@ -64,7 +64,8 @@ class SequenceSpec:
     max_history: int = 1000
     max_steps: int = 1000  # longest rollout the service accepts
     # The data the model was trained on, so a user knows what it can forecast.
-    freq_range: tuple[float, float] = (1.98, 2.02)  # angular frequency, rad per time unit (training's default)
+    # angular frequency, rad per time unit; training always writes it (this default is the first recipe's band)
+    freq_range: tuple[float, float] = (1.98, 2.02)
     amp_range: tuple[float, float] = (0.5, 1.5)
     dt: float = 0.1  # time between points
 

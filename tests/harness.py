@@ -2,8 +2,8 @@
 
 - ``make_checkpoint``, ``quick_mlp``, ``samples_for``: checkpoints in the real training format.
 - ``build_zoo``: the shared integration server, one real ``bentoml serve service.service:ModelZoo``
-  per test session. A temporary BENTOML_HOME gets an MLP trained briefly on real MNIST, a small GRU
-  trained briefly on sine windows and an untrained transfer ResNet-18, all exported and registered
+  per test session. A temporary BENTOML_HOME gets an MLP trained briefly on real MNIST, a forecaster
+  trained by the sine-rnn recipe's ``--quick`` (the default band) and an untrained transfer ResNet-18, all exported and registered
   through the real exporter CLI (``python -m export``). Answers are compared with eager PyTorch on the
   same checkpoints and real MNIST test images (``eager_probs``, ``eager_forecast``).
 - ``serve``: any further test server, started with the one server helper (benchmarks/launch.py);
@@ -29,9 +29,10 @@ from benchmarks.launch import ONE_WORKER, ROOT, Server, home_over, spawn_service
 from export.pipeline import validation_samples
 from fixtures_data import mnist_data_dir, write_image_folder
 from service.spec import Spec
-from training.checkpoint import save_checkpoint
-from training.data import mnist_tensors, sine_windows
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data import mnist_tensors
 from training.models import build_model, model_config
+from training.recipes import sine_rnn
 from training.specs import make_spec
 
 __all__ = ["ROOT", "Zoo", "build_zoo", "eager_forecast", "eager_probs", "home_over", "make_checkpoint",
@@ -105,15 +106,18 @@ def build_zoo(tmp: Path) -> Iterator[Zoo]:
     home = tmp / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home)}
     mlp = quick_mlp(6000)
-    torch.manual_seed(0)
-    rnn = build_model("sine-rnn", {"cell": "gru"})
-    xs, ys = sine_windows(256, 30, seed=0).tensors  # (256, 30, 1)
-    opt = torch.optim.Adam(rnn.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(rnn(xs)[0], ys).backward()
-        opt.step()
+    # the sine-rnn recipe's --quick: the default band, so the original sin(t) example forecasts within the target
+    threads = torch.get_num_threads()
+    out = sine_rnn.main(["--quick", "--out-dir", str(tmp / "sine"), "--log-dir", str(tmp / "sine-runs"), "--no-progress"])
+    torch.set_num_threads(threads)  # the recipe chose its own
+    trained = load_checkpoint(out["checkpoint"])
+    rnn_cfg = trained["config"]["model"]
+    rnn = build_model("sine-rnn", rnn_cfg)
+    rnn.load_state_dict(trained["model"])
     rnn.eval()
+    band = {k: trained["spec"]["sequence"][k] for k in ("freq_range", "amp_range", "dt")}
+    rnn_spec = make_spec("sine-rnn", cell=rnn_cfg["cell"], hidden_size=rnn_cfg["hidden_size"],
+                         num_layers=rnn_cfg["num_layers"], **band, **SINE_LIMITS)
     # An untrained ResNet-18 transfer model over a tiny real-format ImageFolder: only the fp32 ONNX
     # graph (int8 calibration of a ResNet would cost a minute here), enough to check the RGB/224 path.
     folder = write_image_folder(tmp / "folder", classes=TRANSFER_CLASSES, per_class=4, split=True, size=64)
@@ -122,8 +126,7 @@ def build_zoo(tmp: Path) -> Iterator[Zoo]:
     mnist = {"data_dir": str(mnist_data_dir())}
     exports = (
         (make_checkpoint(tmp / "mlp.pt", "mnist-mlp", make_spec("mnist-mlp"), model=mlp, train=mnist), []),
-        (make_checkpoint(tmp / "rnn.pt", "sine-rnn", make_spec("sine-rnn", cell="gru", **SINE_LIMITS), {"cell": "gru"},
-                         model=rnn, train=mnist), []),
+        (make_checkpoint(tmp / "rnn.pt", "sine-rnn", rnn_spec, rnn_cfg, model=rnn, train=mnist), []),
         (make_checkpoint(tmp / "transfer.pt", "transfer-resnet18", make_spec("transfer-resnet18", classes=list(TRANSFER_CLASSES)),
                          {"num_classes": 3}, model=transfer, train={"data_dir": str(folder)}), ["--formats", "onnx"]),
     )

@@ -106,6 +106,34 @@ def test_forecast_matches_eager_rollout(zoo_server):
     np.testing.assert_allclose(forecast, eager_forecast(zoo_server.rnn, history, 25), rtol=1e-4, atol=1e-5)
 
 
+def test_original_sine_example_forecasts_within_target(zoo_server):
+    """sin(t) at 50 evenly spaced points over 10 time units (0.204 rad per step), from several start points:
+    the served model's 40-step rollout after the first 10 points has MSE <= 1e-3, on both routes."""
+    t = np.linspace(0, 10, 50)
+    for t0 in np.arange(6) * 2 * np.pi / 6:
+        x = np.sin(t0 + t)
+        for route in ("/forecast_sine", "/models/sine-rnn/forecast"):
+            r = httpx.post(zoo_server.url + route, json={"history": x[:10].tolist(), "steps": 40})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert "warning" not in body, body  # inside the trained band
+            mse = float(np.mean((np.asarray(body["forecast"]) - x[10:]) ** 2))
+            assert mse <= 1e-3, f"start {t0:.2f} via {route}: rollout MSE {mse:.2e}"
+
+
+@pytest.mark.parametrize("history, says", [
+    (np.sin(0.5 * np.arange(20)), "angular frequency 5 rad per time unit"),  # 0.5 rad per step, far above the band
+    (3.0 * np.sin(0.204 * np.arange(20)), "amplitude 3 is outside"),
+    ([0.1, 0.2, 0.3], "too few to check"),
+])
+def test_forecast_outside_the_band_comes_with_a_warning(zoo_server, history, says):
+    for route in ("/forecast_sine", "/models/sine-rnn/forecast"):
+        r = httpx.post(zoo_server.url + route, json={"history": list(map(float, history)), "steps": 5})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["forecast"]) == 5
+        assert says in r.json().get("warning", ""), r.json()
+
+
 def test_missing_model_answers_503_with_how_to(zoo_server):
     r = post_images(zoo_server.url, zoo_server.digits[:1], route="/classify_cifar10")
     assert r.status_code == 503

@@ -14,12 +14,14 @@ import torch
 
 from export import parse_formats
 from export.pipeline import build_artifacts
+from service.band import band_warning, fit_sine
 from service.batching import Batcher
 from service.config import ConfigError, Settings, worker_cores
 from service.errors import BadRequest, Overloaded
 from service.models import softmax, top_k
 from service.oip_codec import encode_response, parse_infer
 from service.runtime import cuda_device_count, load_session
+from service.spec import Spec
 from training.models import build_model
 from training.specs import make_spec
 
@@ -206,3 +208,30 @@ def test_a_cheap_model_runs_its_batches_on_the_event_loop_and_a_slow_one_in_a_th
     assert inline and used == {loop_thread}
     inline, used, loop_thread = asyncio.run(run(INLINE_BATCH_S / 8 * 2))
     assert not inline and loop_thread not in used
+
+
+@pytest.mark.parametrize("w, a, phase", [(0.204, 1.0, 0.0), (10 / 49, 0.5, 2.0), (0.05, 1.5, -1.0), (1.2, 0.8, 3.0)])
+def test_fit_sine_recovers_frequency_and_amplitude(w, a, phase):
+    x = a * np.sin(w * np.arange(10) + phase)  # 10 points, as the original example's history
+    fit = fit_sine(x)
+    assert fit.rad_per_step == pytest.approx(w, rel=1e-5) and fit.amplitude == pytest.approx(a, rel=1e-5)
+    rng = np.random.default_rng(0)  # noise of 0.005 on 40 points moves the estimates little
+    noisy = fit_sine(a * np.sin(w * np.arange(40) + phase) + 0.005 * rng.standard_normal(40))
+    assert noisy.rad_per_step == pytest.approx(w, rel=1e-2, abs=1e-3) and noisy.amplitude == pytest.approx(a, rel=2e-2)
+
+
+def test_band_warning_names_what_is_outside_and_reads_old_specs():
+    seq = make_spec("sine-rnn", freq_range=(2.02, 2.06), amp_range=(0.5, 1.5), dt=0.1).sequence
+    k = np.arange(12)
+    assert band_warning(np.sin(0.204 * k + 1), seq) is None
+    assert "angular frequency 2.2 rad per time unit (0.22 rad per step" in band_warning(np.sin(0.22 * k), seq)
+    assert "amplitude 0.3 is outside the trained 0.5-1.5" in band_warning(0.3 * np.sin(0.204 * k), seq)
+    assert "4 points, too few" in band_warning(np.sin(0.204 * k[:4]), seq)
+    assert band_warning(np.zeros(12), seq) == ("history fitted as a sine: amplitude 0 is outside the trained 0.5-1.5: "
+                                               "the forecast may drift off the curve")
+    # a spec stored without the band fields still loads (SequenceSpec's defaults) and is checked against them
+    old = make_spec("sine-rnn").to_dict()
+    for key in ("freq_range", "amp_range", "dt"):
+        del old["sequence"][key]
+    seq_old = Spec.from_dict(old).sequence
+    assert seq_old.freq_range == (1.98, 2.02) and band_warning(np.sin(0.2 * k), seq_old) is None

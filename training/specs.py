@@ -16,11 +16,10 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's weights expect
 
 # Sine windows: a * sin(f * t + phase), f in rad per time unit, t = k * dt.
-# One nominal angular frequency (2 rad per time unit, +-1%: a period of ~31 points at dt 0.1), any
-# amplitude in 0.5-1.5, random phase. A 10-point history cannot pin a wider frequency band down
-# precisely enough for a 40-step rollout within MSE 1e-3 (see training/recipes/sine_rnn.py and
-# benchmarks/sine_bound.py); ``--freq-range`` trains for a wider band at that cost.
-SINE_DEFAULTS: dict[str, Any] = {"freq_range": (1.98, 2.02), "amp_range": (0.5, 1.5), "dt": 0.1}
+# A band around 0.204 rad per step (f 2.04 at dt 0.1: sin(t) sampled at 50 points over 10 time units,
+# the original example), any amplitude in 0.5-1.5, random phase. The band is the widest whose worst
+# 40-step rollout after 10 points stays within MSE 1e-3 (README "Training", benchmarks/sine_band.py).
+SINE_DEFAULTS: dict[str, Any] = {"freq_range": (2.035, 2.045), "amp_range": (0.5, 1.5), "dt": 0.1}
 
 
 def mnist_spec() -> Spec:

@@ -1,23 +1,15 @@
 """sine-rnn: next-value regression on synthetic sine windows, evaluated by autoregressive rollout.
 
 Data (training/specs.py SINE_DEFAULTS, stored in the spec): a * sin(w * t + phase) sampled every
-dt = 0.1, amplitude a in [0.5, 1.5], random phase, angular frequency w in [1.98, 2.02] rad per time
-unit (one nominal frequency, +-1%). Default recipe: LSTM hidden 16, 32768 fresh windows, 30 epochs of
-batch 64, Adam + OneCycle to lr 1e-2, gradient clipping 1.0, input noise 0.02 (targets clean).
+dt = 0.1, amplitude a in [0.5, 1.5], random phase, angular frequency w in a band around 2.04 rad per
+time unit (0.204 rad per step: the original example, sin(t) at 50 evenly spaced points over 10 time
+units). Teacher-forced training with noisy inputs (targets clean), Adam + OneCycle, gradient clipping.
 
-Measured by ``python -m benchmarks.train_targets`` (2 CPU cores, quiet): one-step MSE 4.4e-4 over
-whole held-out windows and 40-step rollout MSE 5.4e-4 after a 10-point history (targets <= 1e-3),
-34.7 s wall; seeds 1 and 2 gave rollouts of 5.8e-4 and 5.4e-4. ``--quick`` (12 epochs of 16384
-windows): 5.7e-4 / 7.6e-4 in ~7 s.
-
-Why the frequency band is narrow: the rollout target needs the frequency to ~0.3%, because a
-frequency error grows into a phase error along the 40 steps. This recipe with ``--freq-range``
-(``python -m training sine-rnn --freq-range LO HI``), rollout MSE: [0.5, 2] 7.9e-2 (one-step 2.4e-4),
-[1.9, 2.1] 9.9e-3 (about what guessing the middle frequency gives), [1.96, 2.04] 2.0e-3, [1.98, 2.02]
-5.4e-4. ``python -m benchmarks.sine_bound`` shows the wide band is
-ill-conditioned even for an ideal least-squares fitter that reads the history within 0.003, and
-that a larger w * dt (more of a cycle in the history) pushes the step-0 term of the whole-window
-one-step MSE past 1e-3. ``--freq-range`` trains for a wider band at that cost.
+The band is narrow because a 40-step rollout after a 10-point history needs the frequency read to a
+fraction of a percent (a frequency error grows into a phase error along the rollout); the band, cell
+and size were chosen by ``python -m benchmarks.sine_band`` and the figures are in the README
+("Training"), next to that command. ``--freq-range`` trains a wider band at that cost;
+``python -m benchmarks.sine_bound`` gives the ideal least-squares bound for any band.
 The forecast plot (``forecast.png``) shows a rollout after a 10-point history against the true curve.
 """
 
@@ -41,7 +33,7 @@ QUICK = {"epochs": 12, "train_windows": 16384}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = common_parser(FAMILY, epochs=30, batch_size=64, optimizer="adam", lr=1e-2, scheduler="onecycle", clip_grad=1.0,
+    p = common_parser(FAMILY, epochs=32, batch_size=64, optimizer="adam", lr=1e-2, scheduler="onecycle", clip_grad=1.0,
                       threads=1)  # a 16-unit LSTM gains nothing from more threads
     p.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     p.add_argument("--hidden-size", type=int, default=16)
