@@ -155,6 +155,7 @@ def start_server(kind: str, models: list[StoredModel], home: Path, work: Path, n
     if kind == "service-int8":
         server = start_service(home, log, env_extra=INT8_ENV)
         server.kind = kind
+        server.command = " ".join(f"{k}={v}" for k, v in INT8_ENV.items()) + " " + server.command
         return server
     return start_naive_ort(models, log) if kind == "naive-ort" else start_naive(models, log)
 
