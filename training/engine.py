@@ -207,15 +207,26 @@ def _better(task: Task, value: float, best: float | None) -> bool:
     return best is None or (value > best if task.higher_is_better else value < best)
 
 
-def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Splits, task: Task,
-        args: argparse.Namespace, device: torch.device, final_eval: Callable[[nn.Module], dict] | None = None,
-        params: Any = None) -> dict[str, Any]:
+@dataclass
+class Job:
+    """What a recipe hands the training loop: the model and everything its checkpoint records."""
+
+    family: str
+    model: nn.Module
+    model_cfg: Any  # the model's config dataclass (training/models.py), stored in the checkpoint
+    spec: Spec
+    splits: Splits
+    task: Task
+    final_eval: Callable[[nn.Module], dict] | None = None  # family metrics on the best model (rank 0)
+    params: Any = None  # what the optimiser updates (default: every parameter that requires grad)
+
+
+def fit(job: Job, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Train with validation each epoch; keep best.pt (best val metric) and last.pt in --out-dir.
 
-    ``params``: what the optimiser updates (default: every parameter that requires grad).
-    ``final_eval(model)`` adds family-specific metrics computed on the best model (on rank 0).
     Returns ``{"checkpoint": Path(best.pt), "metrics": dict}``.
     """
+    family, model, spec, splits, task, params = job.family, job.model, job.spec, job.splits, job.task, job.params
     main = distributed.world().is_main
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +239,7 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
     scheduler = make_scheduler(optimizer, args, steps_per_epoch=1 if args.dry_run else len(train_loader),
                                mode="max" if task.higher_is_better else "min")
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-    config = {"family": family, "model": config_to_dict(model_cfg), "train": json_config(args)}
+    config = {"family": family, "model": config_to_dict(job.model_cfg), "train": json_config(args)}
     key = f"val_{task.metric}"
     start_epoch, best, best_epoch, history = 1, None, 0, []
     if args.resume:
@@ -291,7 +302,7 @@ def fit(family: str, model: nn.Module, model_cfg: Any, spec: Spec, splits: Split
             writer.close()
     distributed.barrier()  # best.pt is complete before any rank reads it
     try:
-        return _finish(model, splits, task, args, device, out_dir, final_eval, time.perf_counter() - t0, history)
+        return _finish(model, splits, task, args, device, out_dir, job.final_eval, time.perf_counter() - t0, history)
     finally:
         distributed.shutdown()
 

@@ -44,7 +44,7 @@ def main(args: Any = None) -> dict[str, Any]:
     splits = load_cifar10(args.data_dir, args.download, args.val_fraction, args.seed, augment=args.augment)
     cfg = model_config(FAMILY, {"num_classes": len(splits.labels), "cifar_stem": True})
     model = build_model(FAMILY, cfg)
-    return engine.fit(FAMILY, model, cfg, cifar10_spec(splits.labels), splits, task(args), args, device)
+    return engine.fit(engine.Job(FAMILY, model, cfg, cifar10_spec(splits.labels), splits, task(args)), args, device)
 
 
 if __name__ == "__main__":

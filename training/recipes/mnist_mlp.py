@@ -78,7 +78,7 @@ def main(args: Any = None) -> dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{FAMILY}: {' -> '.join(map(str, (cfg.in_features, *cfg.hidden, cfg.num_classes)))}, "
           f"{n_params:,} parameters", flush=True)
-    return engine.fit(FAMILY, model, cfg, mnist_spec(), splits, task(args), args, device)
+    return engine.fit(engine.Job(FAMILY, model, cfg, mnist_spec(), splits, task(args)), args, device)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def main(args: Any = None) -> dict[str, Any]:
                                                     Path(args.out_dir) / "forecast.png"))
         return metrics
 
-    return engine.fit(FAMILY, model, cfg, spec, splits, task(args), args, device, final_eval)
+    return engine.fit(engine.Job(FAMILY, model, cfg, spec, splits, task(args), final_eval=final_eval), args, device)
 
 
 if __name__ == "__main__":

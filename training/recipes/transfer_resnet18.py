@@ -136,7 +136,7 @@ def main(args: Any = None) -> dict[str, Any]:
         print(f"weights {args.weights}: loaded {len(loaded)} tensors; skipped {len(skipped)}: "
               f"{', '.join(skipped) or 'none'}", flush=True)
     params = freeze_backbone(model) if args.freeze_backbone else None
-    return engine.fit(FAMILY, model, cfg, transfer_spec(splits.labels), splits, task(args), args, device, params=params)
+    return engine.fit(engine.Job(FAMILY, model, cfg, transfer_spec(splits.labels), splits, task(args), params=params), args, device)
 
 
 if __name__ == "__main__":
