@@ -32,7 +32,6 @@ from service.spec import Spec
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import mnist_tensors
 from training.models import build_model, model_config
-from training.recipes import sine_rnn
 from training.specs import make_spec
 
 __all__ = ["ROOT", "Zoo", "build_zoo", "eager_forecast", "eager_probs", "home_over", "make_checkpoint",
@@ -107,10 +106,12 @@ def build_zoo(tmp: Path) -> Iterator[Zoo]:
     env = {**os.environ, "BENTOML_HOME": str(home)}
     mlp = quick_mlp(6000)
     # the sine-rnn recipe's --quick: the default band, so the original sin(t) example forecasts within the target
-    threads = torch.get_num_threads()
-    out = sine_rnn.main(["--quick", "--out-dir", str(tmp / "sine"), "--log-dir", str(tmp / "sine-runs"), "--no-progress"])
-    torch.set_num_threads(threads)  # the recipe chose its own
-    trained = load_checkpoint(out["checkpoint"])
+    # (its own process, as a user runs it: training sets process-wide torch state, e.g. flush-denormal)
+    trained = subprocess.run([sys.executable, "-m", "training", "sine-rnn", "--quick", "--out-dir", str(tmp / "sine"),
+                              "--log-dir", str(tmp / "sine-runs"), "--no-progress"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    trained = load_checkpoint(tmp / "sine" / "best.pt")
     rnn_cfg = trained["config"]["model"]
     rnn = build_model("sine-rnn", rnn_cfg)
     rnn.load_state_dict(trained["model"])

@@ -34,7 +34,10 @@ def test_server_and_model_metadata(zoo_server):
     assert m["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
     assert m["platform"] == "onnxruntime_onnx" and m["parameters"]["spec"]["labels"] == [str(i) for i in range(10)]
     r = httpx.get(u + "/v2/models/sine-rnn").json()
-    assert [t["name"] for t in r["inputs"]] == ["x", "h"] and r["inputs"][1]["shape"] == [1, -1, 16]
+    rnn = zoo_server.rnn  # its recurrent state is an input and an output: h, and c for an LSTM
+    state = ["h", "c"] if rnn.cell == "lstm" else ["h"]
+    assert [t["name"] for t in r["inputs"]] == ["x", *state]
+    assert all(t["shape"] == [rnn.num_layers, -1, rnn.hidden_size] for t in r["inputs"][1:])
     assert httpx.get(u + "/v2/models/mnist-mlp/ready").status_code == 200
     missing = httpx.get(u + "/v2/models/cifar10-resnet18")
     assert missing.status_code == 404 and "not in the model store" in missing.json()["error"]
@@ -111,9 +114,11 @@ def test_forecast_step_graph_binary_roundtrip(zoo_server):
     import torch
 
     with torch.no_grad():
-        y, (h,) = zoo_server.rnn(torch.from_numpy(x))
+        y, state = zoo_server.rnn(torch.from_numpy(x))
     np.testing.assert_allclose(arrays["y"], y.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(arrays["h_out"], h.numpy(), rtol=1e-4, atol=1e-5)
+    for name, want in zip(("h_out", "c_out"), state):  # (h,) for rnn/gru, (h, c) for lstm
+        np.testing.assert_allclose(arrays[name], want.numpy(), rtol=1e-4, atol=1e-5)
+    assert len(arrays) == 1 + len(state)
 
 
 def _tensor(name, shape, datatype, data):
