@@ -1,1 +1,26 @@
-"""Reference servers the benchmark measures the service against (see naive_server.py)."""
+"""Reference servers the benchmark measures the service against (naive_server.py, naive_ort_server.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+
+def serve(module: str, doc: str, metavar: str, build_app: Callable[[list[str]], Any],
+          errors: tuple[type[BaseException], ...], argv: list[str] | None = None) -> int:
+    """The naive servers' command line: ``--model ... --host --port``; a bad ``--model`` is one line, exit 1."""
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
+    p.add_argument("--model", action="append", default=[], metavar=metavar, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    args = p.parse_args(argv)
+    try:
+        app = build_app(args.model)
+    except errors as exc:
+        print(f"{module.rsplit('.', 1)[-1]}: error: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

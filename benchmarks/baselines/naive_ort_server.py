@@ -14,7 +14,6 @@ for the classifiers, and ``GET /readyz``; an undecodable upload is a 400 with th
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import onnxruntime as ort
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
+from benchmarks.baselines import serve
 from service.errors import ServiceError
 from service.families import FAMILIES
 from service.models import TOP_K, softmax, top_k
@@ -96,21 +96,8 @@ def parse_models(items: list[str]) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.naive_ort_server",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--model", action="append", default=[], metavar="FAMILY=STORE_ENTRY_DIR", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    args = p.parse_args(argv)
-    try:
-        app = create_app(parse_models(args.model))
-    except (ValueError, OSError) as exc:
-        print(f"naive_ort_server: error: {exc}", file=sys.stderr)
-        return 1
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    return serve(__spec__.name, __doc__, "FAMILY=STORE_ENTRY_DIR", lambda items: create_app(parse_models(items)),
+                 (ValueError, OSError), argv)
 
 
 if __name__ == "__main__":

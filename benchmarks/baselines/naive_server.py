@@ -14,7 +14,6 @@ not a 500, so a benchmark with a bad body fails loudly instead of counting error
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
+from benchmarks.baselines import serve
 from service.spec import Spec
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.models import build_model
@@ -135,20 +135,8 @@ def parse_models(items: list[str]) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    p = argparse.ArgumentParser(prog="python -m benchmarks.baselines.naive_server", description=__doc__.splitlines()[0])
-    p.add_argument("--model", action="append", default=[], metavar="FAMILY=CHECKPOINT", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    args = p.parse_args(argv)
-    try:
-        app = create_app(parse_models(args.model))
-    except (ValueError, CheckpointError) as exc:
-        print(f"naive_server: error: {exc}", file=sys.stderr)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    return serve(__spec__.name, __doc__, "FAMILY=CHECKPOINT", lambda items: create_app(parse_models(items)),
+                 (ValueError, CheckpointError), argv)
 
 
 if __name__ == "__main__":
