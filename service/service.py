@@ -22,7 +22,7 @@ from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from service import connections, metrics_labels, openapi, rest, ui
+from service import balance, connections, metrics_labels, openapi, rest, ui
 from service.auth import BearerAuth
 from service.bentoml_adapter import bind_api_methods, input_as_parsed
 from service.config import settings
@@ -44,10 +44,12 @@ check_or_exit()
 # each worker inherits MODEL_ZOO_STATE_DIR and reads it (service/repository.py).
 if in_worker():
     STATE = SharedState.from_env(create=False)
+    balance.enable(STATE.root, settings().workers, bentoml.server_context.worker_index)
 else:
     STATE = SharedState.from_env(create=True)
     atexit.register(shutil.rmtree, STATE.root, ignore_errors=True)
     publish_initial(STATE, settings())
+    balance.ConnectionShare.reset(STATE.root, settings().workers)
 
 
 class ForecastRequest(bentoml.IODescriptor):
@@ -124,9 +126,11 @@ ModelZoo = bentoml.service(
 # `bentoml build` packs the models the service starts with.
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
-# Outermost first: an unauthenticated request is refused before its body is read (service/auth.py;
+# Outermost first: a worker holding more than its share of keep-alive connections asks the client to
+# reconnect (service/balance.py); an unauthenticated request is refused before its body is read (service/auth.py;
 # off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413 (counted as received);
 # innermost, the router's plain-text 404/405 become JSON and its redirects relative.
+ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
