@@ -117,10 +117,6 @@ CLIENTS = 12
 LOAD_S = 4.0
 
 
-def _workers(server) -> list:
-    return sorted((p for p in server.tree() if "_bentoml_impl.worker" in " ".join(p.cmdline())), key=lambda p: p.pid)
-
-
 def _cpu(proc) -> float:
     t = proc.cpu_times()
     return t.user + t.system
@@ -137,7 +133,7 @@ def test_connections_opened_together_end_up_on_both_workers(zoo_server, tmp_path
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
     with serve(home, tmp_path / "balance.log", {"MODEL_ZOO_MODELS": "mnist-mlp", "MODEL_ZOO_WORKERS": "2"}) as s:
-        first, second = _workers(s)
+        first, second = s.workers()
         host, port = "127.0.0.1", s.port
         conns = [http.client.HTTPConnection(host, port, timeout=30) for _ in range(CLIENTS)]
         os.kill(second.pid, signal.SIGSTOP)
