@@ -176,6 +176,6 @@ def test_connections_opened_together_end_up_on_both_workers(zoo_server, tmp_path
     # the second worker serves: without rebalancing it keeps none of the connections (only its
     # background polling costs it CPU)
     assert used[1] >= 0.35 * used[0], used
-    # about the excess once (half the clients; a reconnect that lands on the same worker again is
-    # told again once its transit time is over), not connections bouncing between the workers
-    assert 1 <= len(closes) <= CLIENTS, closes
+    # the excess once (half the clients), plus at most one more per transit time (a reconnect that
+    # landed on the same worker is told again once its transit time is over): not one per request
+    assert 1 <= len(closes) <= CLIENTS // 2 + LOAD_S / TRANSIT_S, closes
