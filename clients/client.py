@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
@@ -54,6 +55,18 @@ def _parse_classify(response: httpx.Response, n_images: int) -> list[dict[str, A
 def _forecast_request(history: Sequence[float], steps: int, model: str) -> tuple[str, str, dict[str, Any]]:
     values = [float(v) for v in history]
     return "POST", model_path(model, "forecast"), {"json": {"history": values, "steps": int(steps)}}
+
+
+class ForecastWarning(UserWarning):
+    """The service's ``"warning"`` on a forecast: the history lies outside the band the model was trained on
+    (or is too short to tell), so the forecast may be poor. ``zoo forecast`` prints it to stderr."""
+
+
+def _parse_forecast(response: httpx.Response) -> list[float]:
+    body = response.json()
+    if body.get("warning"):
+        warnings.warn(str(body["warning"]), ForecastWarning, stacklevel=3)
+    return [float(v) for v in body["forecast"]]
 
 
 def _infer_request(model, inputs, outputs, binary, parameters) -> tuple[str, str, dict[str, Any]]:
@@ -126,8 +139,9 @@ class ZooClient(_Settings):
         return _parse_classify(self.request(method, path, **kwargs), len(kwargs["files"]))
 
     def forecast(self, history: Sequence[float], steps: int, model: str = FORECAST_MODEL) -> list[float]:
+        """The next ``steps`` values; a ``ForecastWarning`` when the service says the history is outside the model's band."""
         method, path, kwargs = _forecast_request(history, steps, model)
-        return [float(v) for v in self.request(method, path, **kwargs).json()["forecast"]]
+        return _parse_forecast(self.request(method, path, **kwargs))
 
     def models(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Triton's repository index: every stored model version with its state and reason."""
@@ -219,7 +233,7 @@ class AsyncZooClient(_Settings):
 
     async def forecast(self, history: Sequence[float], steps: int, model: str = FORECAST_MODEL) -> list[float]:
         method, path, kwargs = _forecast_request(history, steps, model)
-        return [float(v) for v in (await self.request(method, path, **kwargs)).json()["forecast"]]
+        return _parse_forecast(await self.request(method, path, **kwargs))
 
     async def models(self, ready_only: bool = False) -> list[dict[str, Any]]:
         return (await self.request("POST", "/v2/repository/index", json={"ready": ready_only} if ready_only else {})).json()

@@ -2,7 +2,9 @@
 
 The history comes from ``--history 0.1,0.2,...`` or ``--csv FILE`` (one value per
 row; the last numeric column is used, a header row is skipped). The forecast is
-printed comma-separated on one line (``--json`` prints ``{"forecast": [...]}``).
+printed comma-separated on one line (``--json`` prints ``{"forecast": [...]}``). When the service
+warns that the history lies outside the model's trained band, the warning goes to stderr as one
+``warning: ...`` line (and into ``--json``'s object as ``"warning"``); the exit status stays 0.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import csv
 import json
 import math
 import sys
+import warnings
 
-from clients.client import ZooClient
+from clients.client import ForecastWarning, ZooClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,12 +87,17 @@ def run(args: argparse.Namespace) -> int:
     history = parse_history(args.history) if args.history is not None else read_history_csv(args.csv)
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
-    with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
+    with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ForecastWarning)
         forecast = zoo.forecast(history, args.steps, model=args.model)
+    said = [str(w.message) for w in caught if issubclass(w.category, ForecastWarning)]
     if args.json:
-        print(json.dumps({"forecast": forecast}))
+        print(json.dumps({"forecast": forecast, **({"warning": said[0]} if said else {})}))
     else:
         print(",".join(repr(v) for v in forecast))
+    for text in said:
+        print(f"warning: {text}", file=sys.stderr)
     if args.plot:
         plot(history, forecast, args.plot)
         print(f"plot saved to {args.plot}", file=sys.stderr)

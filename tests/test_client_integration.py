@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from clients.client import AsyncZooClient, ZooClient
+from clients.client import AsyncZooClient, ForecastWarning, ZooClient
 from clients.transport import ZooError
 from harness import eager_forecast, eager_probs
 
@@ -151,8 +152,35 @@ def test_forecast_cli_matches_service_and_eager(zoo_server, tmp_path):
     assert got == direct  # repr round-trips floats exactly
     np.testing.assert_allclose(got, eager_forecast(zoo_server.rnn, history, 12), atol=1e-4)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 0.11 rad per step is outside the model's band: the service's warning is one stderr line
+    warned = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "angular frequency" in warned[0], done.stderr
     bad = zoo("forecast", "--url", zoo_server.url, "--history", "0.1", "--steps", "100000")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "HTTP 4" in bad.stderr, bad.stderr
+
+
+def test_forecast_warning_reaches_python_and_json_callers(zoo_server):
+    outside = [float(v) for v in 3.0 * np.sin(0.204 * np.arange(20))]
+    inside = [float(v) for v in np.sin(0.204 * np.arange(20))]
+    with ZooClient(zoo_server.url) as client:
+        with pytest.warns(ForecastWarning, match="amplitude 3 is outside"):
+            assert len(client.forecast(outside, 5)) == 5
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ForecastWarning)
+            assert len(client.forecast(inside, 5)) == 5  # in the band: no warning
+
+    async def run_async() -> list[float]:
+        async with AsyncZooClient(zoo_server.url) as client:
+            return await client.forecast(outside, 3)
+    with pytest.warns(ForecastWarning, match="amplitude 3 is outside"):
+        assert len(asyncio.run(run_async())) == 3
+    done = zoo("forecast", "--url", zoo_server.url, "--history", ",".join(map(repr, outside)), "--steps", "4",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert len(body["forecast"]) == 4 and "amplitude 3 is outside" in body["warning"]
+    quiet = zoo("forecast", "--url", zoo_server.url, "--history", ",".join(map(repr, inside)), "--steps", "4")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
 
 
 def test_python_clients_classify_infer_and_health(zoo_server):
