@@ -47,6 +47,7 @@ class ConnectionShare:
         self.open = 0
         self.leaving = 0  # connections told to close that have not closed yet
         self.transit: deque[float] = deque()  # when each connection told to close did close
+        # the state directory is new for every server, so the file starts as zeros (ftruncate fills with them)
         fd = os.open(Path(root) / FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < workers * _SLOT.size:
@@ -55,11 +56,6 @@ class ConnectionShare:
         finally:
             os.close(fd)
         self._write()  # a replacement worker starts from 0, not from its predecessor's count
-
-    @staticmethod
-    def reset(root: Path, workers: int) -> None:
-        """Zero every slot (the process that starts the workers, before them)."""
-        (Path(root) / FILE).write_bytes(bytes(workers * _SLOT.size))
 
     def _write(self) -> None:
         _SLOT.pack_into(self._map, self.slot, self.open)
@@ -129,8 +125,10 @@ class Rebalance:
         if scope["type"] != "http" or SHARE is None:
             return await self.app(scope, receive, send)
 
+        share = SHARE
+
         async def send_closing(message: dict) -> None:
-            if message["type"] == "http.response.start" and SHARE is not None and SHARE.should_close():
+            if message["type"] == "http.response.start" and share.should_close():
                 message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
             await send(message)
 

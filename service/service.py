@@ -49,7 +49,6 @@ else:
     STATE = SharedState.from_env(create=True)
     atexit.register(shutil.rmtree, STATE.root, ignore_errors=True)
     publish_initial(STATE, settings())
-    balance.ConnectionShare.reset(STATE.root, settings().workers)
 
 
 class ForecastRequest(bentoml.IODescriptor):

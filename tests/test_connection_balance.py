@@ -30,7 +30,6 @@ from service.balance import CLOSE, TRANSIT_S, ConnectionShare, Rebalance
 
 def test_a_worker_over_its_share_closes_until_it_is_back_to_it(tmp_path):
     now = [0.0]
-    ConnectionShare.reset(tmp_path, 2)
     a, b = ConnectionShare(tmp_path, 2, 1, clock=lambda: now[0]), ConnectionShare(tmp_path, 2, 2)
     for _ in range(6):
         a.opened()
@@ -51,7 +50,6 @@ def test_a_worker_over_its_share_closes_until_it_is_back_to_it(tmp_path):
 
 def test_a_client_that_does_not_come_back_stops_counting(tmp_path):
     now = [0.0]
-    ConnectionShare.reset(tmp_path, 2)
     a = ConnectionShare(tmp_path, 2, 1, clock=lambda: now[0])
     for _ in range(4):
         a.opened()
@@ -64,14 +62,12 @@ def test_a_client_that_does_not_come_back_stops_counting(tmp_path):
 
 
 def test_one_connection_per_worker_or_fewer_is_never_closed(tmp_path):
-    ConnectionShare.reset(tmp_path, 3)
     a = ConnectionShare(tmp_path, 3, 1)
     a.opened()
     assert not a.should_close()  # 1 of 1: its share is 1
 
 
 def test_a_replacement_worker_starts_from_zero(tmp_path):
-    ConnectionShare.reset(tmp_path, 2)
     dead = ConnectionShare(tmp_path, 2, 2)
     for _ in range(5):
         dead.opened()
@@ -87,7 +83,6 @@ def test_a_worker_index_outside_the_workers_is_refused(tmp_path):
 async def _start_headers(share_over: bool, tmp_path, monkeypatch) -> list:
     import service.balance as balance
 
-    ConnectionShare.reset(tmp_path, 2)
     share = ConnectionShare(tmp_path, 2, 1)
     for _ in range(3 if share_over else 1):
         share.opened()
