@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 
 def serve(module: str, doc: str, metavar: str, build_app: Callable[[list[str]], Any],
@@ -25,3 +26,15 @@ def serve(module: str, doc: str, metavar: str, build_app: Callable[[list[str]], 
         return 1
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def family_paths(items: list[str], families: Iterable[str], what: str) -> dict[str, Path]:
+    """``--model FAMILY=PATH`` items -> {family: path}; a malformed item or another family is a ValueError."""
+    families = list(families)
+    out = {}
+    for item in items:
+        family, sep, path = item.partition("=")
+        if not sep or family not in families:
+            raise ValueError(f"--model takes FAMILY={what} with FAMILY one of {', '.join(families)}; got {item!r}")
+        out[family] = Path(path)
+    return out

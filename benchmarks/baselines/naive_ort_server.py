@@ -23,7 +23,7 @@ import onnxruntime as ort
 from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
-from benchmarks.baselines import serve
+from benchmarks.baselines import family_paths, serve
 from service.errors import ServiceError
 from service.families import FAMILIES
 from service.models import TOP_K, softmax, top_k
@@ -82,16 +82,11 @@ def create_app(entries: dict[str, Path]) -> FastAPI:
 
 
 def parse_models(items: list[str]) -> dict[str, Path]:
-    out = {}
     classifiers = [name for name, f in FAMILIES.items() if f.decoder == "images"]
-    for item in items:
-        family, sep, path = item.partition("=")
-        if not sep or family not in classifiers:
-            raise ValueError(f"--model takes FAMILY=STORE_ENTRY_DIR with FAMILY one of {', '.join(classifiers)}; "
-                             f"got {item!r}")
-        if not (Path(path) / "model.onnx").is_file():
-            raise ValueError(f"--model {item!r}: no model.onnx in {path}")
-        out[family] = Path(path)
+    out = family_paths(items, classifiers, "STORE_ENTRY_DIR")
+    for family, path in out.items():
+        if not (path / "model.onnx").is_file():
+            raise ValueError(f"--model {family}={path}: no model.onnx in {path}")
     return out
 
 

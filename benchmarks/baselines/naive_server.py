@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
-from benchmarks.baselines import serve
+from benchmarks.baselines import family_paths, serve
 from service.spec import Spec
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.models import build_model
@@ -125,13 +125,7 @@ def create_app(checkpoints: dict[str, Path]) -> FastAPI:
 
 
 def parse_models(items: list[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        family, sep, path = item.partition("=")
-        if not sep or family not in ROUTES:
-            raise ValueError(f"--model takes FAMILY=CHECKPOINT with FAMILY one of {', '.join(ROUTES)}; got {item!r}")
-        out[family] = Path(path)
-    return out
+    return family_paths(items, ROUTES, "CHECKPOINT")
 
 
 def main(argv: list[str] | None = None) -> int:
