@@ -14,7 +14,7 @@ goes to whichever worker accepts first, most likely one with spare time. A conne
 still counts in the total for ``TRANSIT_S`` after it closed, while its client reconnects; without
 that, the total would drop between the close and the reconnect and the worker would close more than
 its excess. Balanced workers close nothing; what one rebalancing costs is a reconnect per excess connection (service/README.md,
-"Workers"). A worker that dies leaves its count behind until its replacement (same index) resets it,
+"Connections across workers"). A worker that dies leaves its count behind until its replacement (same index) resets it,
 which only raises the share the others compute, so it never makes them close more.
 """
 

@@ -97,6 +97,16 @@ def test_floor_measures_both_frameworks_on_the_same_route(tmp_path):
     assert rows["bentoml-lean"].split("|")[4].strip() == f"+{lean_p50 - fastapi_p50:.2f} ms"
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--servers", "fastapi,tornado"], "unknown server(s) ['tornado']"),
+    (["--rounds", "0"], "need servers, --rounds >= 1 and --duration > 0"),
+])
+def test_floor_refuses_bad_arguments_naming_them(args, says):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.floor", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(says), proc.stderr
+
+
 def test_floor_summary_is_the_median_per_server():
     from benchmarks.floor import render, summary
 
