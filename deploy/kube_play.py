@@ -24,7 +24,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 

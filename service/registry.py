@@ -20,11 +20,11 @@ import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 from service.config import Settings
 from service.errors import (
-    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError,
+    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError, first_line,
 )
 from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
 from service.models import Forecaster, ImageClassifier, build_served_model
@@ -115,6 +115,16 @@ class Zoo:
             self.loading[name] = loop.create_future()
         self._publish()
         self._task = loop.create_task(self._run())
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """The background loop ends only when stopped; anything else is a defect that readiness reports."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.critical("worker %d's model loop died; /readyz answers 503 until the worker is replaced",
+                            self.worker, exc_info=task.exception())
+
+    def loop_alive(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
         while True:
@@ -209,7 +219,7 @@ class Zoo:
     def is_ready(self) -> bool:
         """Every worker up, done with its start-up set, and no desired model failing anywhere."""
         statuses = self.state.statuses()
-        if not self.synced or len(statuses) < self.settings.workers:
+        if not self.synced or not self.loop_alive() or len(statuses) < self.settings.workers:
             return False
         desired = self.state.read_desired().models
         return all(st.synced and not any(st.models.get(n, {}).get("state") == UNAVAILABLE for n in desired)

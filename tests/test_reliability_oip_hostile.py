@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.errors import BadRequest, ServiceError
+from service.errors import BadRequest
 from service.oip_codec import parse_infer
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))

@@ -31,7 +31,7 @@ from training.specs import (
     MNIST_MEAN,
     MNIST_STD,
     SINE_DEFAULTS,
-    make_spec,  # re-exported: training.data.make_spec(family, ...)
+    make_spec,  # noqa: F401 - re-exported: training.data.make_spec(family, ...)
 )
 from service.families import list_families
 
