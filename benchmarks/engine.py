@@ -34,7 +34,7 @@ from service.config import Settings, worker_cores
 from service.models import Forecaster, Loaded, softmax, top_k
 from service.preprocess import preprocess_many
 from service.runtime import ARTIFACTS, Session, io_names, load_session
-from service.spec import Spec
+from zoo.spec import Spec
 
 BATCHES = (1, 8, 64)
 PIPELINE_BATCHES = (1, 8, 32, 64)  # 32: the /classify_cifar10 request size of part 2

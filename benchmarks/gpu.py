@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks.engine import Budget, Target, eager_session, engine_rows
 from service.config import Settings, worker_cores
-from service.families import list_families
+from zoo.families import list_families
 from service.runtime import Session, cuda_device_count, io_names, tensorrt_loadable
 
 FAMILIES = tuple(list_families())

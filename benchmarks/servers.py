@@ -39,7 +39,7 @@ def start_naive(models: list[StoredModel], log: Path) -> Server:
 
 def start_naive_ort(models: list[StoredModel], log: Path) -> Server:
     """The naive ONNX Runtime server on the store entries' own ``model.onnx`` (classifiers only)."""
-    from service.families import FAMILIES
+    from zoo.families import FAMILIES
 
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.baselines.naive_ort_server", "--host", "127.0.0.1", "--port", str(port)]

@@ -170,7 +170,7 @@ def load_target(model: StoredModel):
     """StoredModel -> engine.Target (spec from the store entry, eager module from the checkpoint)."""
     from benchmarks.engine import Target
     from export.pipeline import model_from_checkpoint
-    from service.spec import Spec
+    from zoo.spec import Spec
 
     _, module, _ = model_from_checkpoint(model.checkpoint, family=model.name)
     spec = Spec.from_json((model.model_dir / "spec.json").read_text())

@@ -35,13 +35,13 @@ import aiohttp
 import httpx
 import numpy as np
 
-from service.families import FAMILIES
+from zoo.families import FAMILIES
 from clients.discover import find_images
 from clients.forecast import read_history_csv
 from clients.media import to_upload
 from clients.transport import base_headers, check, transport_error
 
-ENDPOINTS = tuple(f.route for f in FAMILIES.values())  # the family routes (service/families.py)
+ENDPOINTS = tuple(f.route for f in FAMILIES.values())  # the family routes (zoo/families.py)
 FORECAST_ENDPOINT = next(f.route for f in FAMILIES.values() if f.decoder == "history")
 # Generated inputs match what each model takes (H, W, PIL mode), so preprocessing cost is realistic.
 _GENERATED = {"classify_digit": (28, 28, "L"), "classify_cifar10": (32, 32, "RGB"), "classify_image": (224, 224, "RGB")}

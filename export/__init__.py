@@ -7,7 +7,7 @@ format names can be used anywhere.
 
 from __future__ import annotations
 
-from service.entry import FORMAT_FILES
+from zoo.entry import FORMAT_FILES
 
 FORMATS = tuple(FORMAT_FILES)  # every format the exporter can produce, in the order they are built
 

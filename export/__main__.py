@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from service.spec import SpecError
+    from zoo.spec import SpecError
     from training.checkpoint import CheckpointError
 
     try:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from export import ExportError
-from service.entry import io_names
-from service.errors import first_line
-from service.spec import Spec
+from zoo.entry import io_names
+from zoo.errors import first_line
+from zoo.spec import Spec
 
 OPSET = 17  # >= 17 per the contract; the newest opset every ORT quantiser/fp16 tool here handles
 

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from export import ExportError
-from service.families import list_families
-from service.store import get_entry
+from zoo.families import list_families
+from zoo.entry import get_entry
 
 DEFAULT_FAMILIES = tuple(list_families())
 

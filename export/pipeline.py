@@ -22,8 +22,8 @@ from export.artifacts import OPSET, export_onnx, export_torchscript
 from export.quantize import to_fp16, to_int8
 from export.store import check_name, model_card, register
 from export.verify import format_table, verify
-from service.errors import first_line
-from service.spec import Spec
+from zoo.errors import first_line
+from zoo.spec import Spec
 from training.checkpoint import load_checkpoint
 from training.models import MODELS, build_model
 

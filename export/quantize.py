@@ -33,7 +33,7 @@ from onnxruntime.quantization import (
 
 from export import ExportError
 from export.artifacts import check_onnx, load_onnx, stamp_metadata
-from service.spec import Spec
+from zoo.spec import Spec
 
 CALIBRATION_BATCH = 16  # images per calibration batch; MinMax over 8 batches is stable for ResNets
 

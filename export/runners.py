@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from export import ExportError
-from service.spec import Spec
+from zoo.spec import Spec
 
 CHUNK = 64  # samples per forward pass over the validation set
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from export import FORMAT_FILES, ExportError
-from service.families import FAMILIES, InvalidName, check_model_name
-from service.spec import Spec
+from zoo.families import FAMILIES, InvalidName, check_model_name
+from zoo.spec import Spec
 
 
 def check_name(name: str) -> str:
-    """A store name the service can route (service/families.py: no '.', unlike BentoML's own rule)."""
+    """A store name the service can route (zoo/families.py: no '.', unlike BentoML's own rule)."""
     try:
         return check_model_name(name)
     except InvalidName as exc:

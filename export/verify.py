@@ -22,9 +22,9 @@ from torch import nn
 from export import ExportError
 from export.artifacts import serving_module
 from export.runners import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
-from service.entry import io_names
-from service.errors import first_line
-from service.spec import Spec
+from zoo.entry import io_names
+from zoo.errors import first_line
+from zoo.spec import Spec
 
 RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
 PARITY_BATCHES = (1, 7)  # batch sizes other than the exported one (2)

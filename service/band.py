@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.spec import SequenceSpec
+from zoo.spec import SequenceSpec
 
 MIN_FIT_POINTS = 5  # fewer points cannot separate frequency from amplitude and phase robustly
 MAX_FIT_POINTS = 64  # the recent past decides; bounds the cost per request

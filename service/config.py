@@ -25,7 +25,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from service.families import InvalidName, check_model_name, check_version
+from zoo.families import InvalidName, check_model_name, check_version
 
 MULTIPART_HARD_LIMIT = 1000  # starlette's own max_files; our cap stays below it so ours answers first
 

@@ -2,18 +2,12 @@
 
 Every failure a client can cause is a ``ServiceError`` carrying its HTTP status; the endpoints choose
 the status from its class and answer with service/responses.py's ``error_response`` (DESIGN.md: every
-4xx body is JSON that names the problem, and the file for uploads); ``first_line`` is how any exception
-becomes one line of such a message. Standard library only, so export, the OIP app, the middleware and
-the unit tests share it.
+4xx body is JSON that names the problem, and the file for uploads); ``zoo.errors.first_line`` is how
+any exception becomes one line of such a message. Standard library only, so the OIP app, the middleware
+and the unit tests share it.
 """
 
 from __future__ import annotations
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line for a client or a log: its message's first line, or its type."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ServiceError(Exception):

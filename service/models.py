@@ -23,7 +23,7 @@ from service.config import Settings
 from service.errors import BadRequest, Overloaded
 from service.preprocess import describe, measure, preprocess_many
 from service.runtime import Session, load_session
-from service.spec import Spec
+from zoo.spec import Spec
 from service.store import read_spec
 
 logger = logging.getLogger("model_zoo.models")

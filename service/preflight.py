@@ -28,9 +28,10 @@ import os
 import sys
 
 from service.config import Settings
-from service.families import FAMILIES
-from service.errors import first_line
-from service.store import check_entry, entry_family, get_entry, latest_entries, list_entries
+from zoo.families import FAMILIES
+from zoo.errors import first_line
+from service.store import check_entry, entry_family, latest_entries, list_entries
+from zoo.entry import get_entry
 
 
 class PreflightError(SystemExit):

@@ -23,8 +23,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import TooLarge, UnsupportedImage, first_line
-from service.spec import ImageSpec
+from service.errors import TooLarge, UnsupportedImage
+from zoo.errors import first_line
+from zoo.spec import ImageSpec
 
 # Formats PIL may sniff. Others (EPS would run Ghostscript; TGA has no magic number) are refused.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")

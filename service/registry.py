@@ -24,12 +24,14 @@ from typing import AsyncIterator, Callable
 
 from service.config import Settings
 from service.errors import (
-    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError, first_line,
+    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError,
 )
-from service.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
+from zoo.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
 from service.models import Forecaster, ImageClassifier, build_served_model
 from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
-from service.store import check_entry, entry_family, get_entry, latest_entries, list_entries
+from service.store import check_entry, entry_family, latest_entries, list_entries
+from zoo.entry import get_entry
+from zoo.errors import first_line
 
 logger = logging.getLogger("model_zoo.registry")
 

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from service.entry import FORMAT_FILES, io_names
-from service.errors import first_line
-from service.spec import Spec
+from zoo.entry import FORMAT_FILES, io_names
+from zoo.errors import first_line
+from zoo.spec import Spec
 
 logger = logging.getLogger("model_zoo.runtime")
 

@@ -5,7 +5,7 @@ every stored model of a known family at start-up, or exactly ``MODEL_ZOO_MODELS`
 time through Triton's model repository extension (``/v2/repository/...``). Each is served under its
 store name at ``/models/{name}/classify|forecast`` (service/rest.py) and over the Open Inference
 Protocol (service/oip.py). The family routes (``/classify_digit`` ...), made from the family registry
-(service/families.py), answer for the model stored under the family's own name; one whose model is
+(zoo/families.py), answer for the model stored under the family's own name; one whose model is
 not in the store answers 503 saying how to add it. Models load and warm up in the background after
 start-up; ``/readyz`` is 200 once every worker serves every start-up model.
 """
@@ -27,7 +27,7 @@ from service.auth import BearerAuth
 from service.bentoml_adapter import bind_api_methods, input_as_parsed
 from service.config import settings
 from service.errors import BadRequest, ServiceError
-from service.families import FAMILIES, Family
+from zoo.families import FAMILIES, Family
 from service.json_errors import JsonErrors
 from service.oip import ROUTES as OIP_ROUTES
 from service.preflight import check_or_exit, in_worker

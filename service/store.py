@@ -1,7 +1,7 @@
 """The BentoML model store as the service sees it: look up, list, read a spec, check an entry.
 
 Serving a bento, BentoML points its model store at the bento's own, so the same calls find the
-models the bento packed. ``export/`` uses ``get_entry`` too (one lookup for both).
+models the bento packed. The lookup of one entry by tag, ``get_entry``, is in zoo/entry.py (export uses it too).
 """
 
 from __future__ import annotations
@@ -9,20 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.errors import first_line
-from service.families import FAMILIES
-from service.spec import Spec
-
-
-def get_entry(name: str, version: str | None = None) -> Any | None:
-    """The stored model ``name:version`` (latest when version is None), or None when absent."""
-    import bentoml
-    from bentoml.exceptions import NotFound as StoreNotFound
-
-    try:
-        return bentoml.models.get(f"{name}:{version or 'latest'}")
-    except StoreNotFound:
-        return None
+from zoo.errors import first_line
+from zoo.families import FAMILIES
+from zoo.spec import Spec
 
 
 def list_entries() -> list[Any]:

@@ -28,7 +28,7 @@ from PIL import Image
 from benchmarks.launch import ONE_WORKER, ROOT, Server, home_over, spawn_service
 from export.pipeline import validation_samples
 from fixtures_data import mnist_data_dir, write_image_folder
-from service.spec import Spec
+from zoo.spec import Spec
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import mnist_tensors
 from training.models import build_model, model_config

@@ -16,7 +16,7 @@ from benchmarks.engine import Budget, Target, cpu_sessions, engine_rows, example
 from service.config import Settings
 from service.models import Forecaster, Loaded, softmax
 from service.preprocess import preprocess_many
-from service.spec import Spec
+from zoo.spec import Spec
 from training.checkpoint import save_checkpoint
 from training.models import build_model, config_to_dict, model_config
 from training.specs import make_spec

@@ -25,7 +25,7 @@ from export.artifacts import OPSET
 from export.verify import format_table, verify
 from fixtures_data import CIFAR10_CLASSES, write_image_folder, write_tiny_cifar10
 from harness import make_checkpoint, samples_for
-from service.spec import Spec
+from zoo.spec import Spec
 from training.specs import make_spec
 
 # torch 2.14 deprecates TorchScript in favour of torch.export; loading it is what these tests check.

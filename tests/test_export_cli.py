@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_data import mnist_data_dir
-from service.spec import Spec
+from zoo.spec import Spec
 from harness import make_checkpoint
 from training.specs import make_spec
 

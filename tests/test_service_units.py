@@ -21,7 +21,7 @@ from service.errors import BadRequest, Overloaded
 from service.models import softmax, top_k
 from service.oip_codec import encode_response, parse_infer
 from service.runtime import cuda_device_count, load_session
-from service.spec import Spec
+from zoo.spec import Spec
 from training.models import build_model
 from training.specs import make_spec
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from service.spec import ImageSpec, SequenceSpec, Spec, SpecError
+from zoo.spec import ImageSpec, SequenceSpec, Spec, SpecError
 
 
 def mnist_spec() -> Spec:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fixtures_data import CIFAR10_CLASSES, mnist_data_dir, write_image_folder, write_tiny_cifar10
-from service.spec import Spec
+from zoo.spec import Spec
 from training.checkpoint import load_checkpoint
 from training.data import eval_samples, mnist_tensors
 from training.models import build_model

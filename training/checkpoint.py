@@ -6,7 +6,7 @@ Format (every key always present; ``optimizer``/``scheduler`` may be None):
     scheduler  LR scheduler state_dict or None
     epoch      last finished epoch (int, 1-based)
     config     {"family": str, "model": asdict(model config), "train": vars(args) made JSON-able}
-    spec       service.spec.Spec.to_dict()
+    spec       zoo.spec.Spec.to_dict()
     metrics    {"val_loss": ..., "val_acc"/"val_mse": ..., "test_...": ...}
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from service.spec import Spec, SpecError
+from zoo.spec import Spec, SpecError
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "config", "spec", "metrics")
 

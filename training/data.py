@@ -33,7 +33,7 @@ from training.specs import (
     SINE_DEFAULTS,
     make_spec,  # noqa: F401 - re-exported: training.data.make_spec(family, ...)
 )
-from service.families import list_families
+from zoo.families import list_families
 
 FAMILIES = tuple(list_families())
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS

@@ -24,7 +24,7 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSamp
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from service.spec import Spec
+from zoo.spec import Spec
 from training import distributed
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import Splits

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from service.spec import ImageSpec, SequenceSpec, Spec
+from zoo.spec import ImageSpec, SequenceSpec, Spec
 
 # Per-channel statistics on the [0, 1] scale.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)  # the 60k MNIST training images

@@ -25,10 +25,10 @@ from fastapi.responses import JSONResponse
 
 from benchmarks.baselines import family_paths, serve
 from service.errors import ServiceError
-from service.families import FAMILIES
+from zoo.families import FAMILIES
 from service.models import TOP_K, softmax, top_k
 from service.preprocess import preprocess_many
-from service.spec import Spec
+from zoo.spec import Spec
 
 MAX_PIXELS = 3_200_000  # per image: the service's cap for a 28x28 model (service/limits.py), ample here
 

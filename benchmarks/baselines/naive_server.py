@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
 from benchmarks.baselines import family_paths, serve
-from service.spec import Spec
+from zoo.spec import Spec
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.models import build_model
 

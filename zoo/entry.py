@@ -1,9 +1,12 @@
 """What a model store entry holds, as export writes it and the service reads it (docs/contracts.md):
-the file each format becomes and the tensor names of the graphs. Standard library only."""
+the file each format becomes, the tensor names of the graphs, and the lookup of an entry by tag
+(export and the service share it). Standard library only; BentoML is imported when a lookup runs."""
 
 from __future__ import annotations
 
-from service.spec import Spec
+from typing import Any
+
+from zoo.spec import Spec
 
 # Every format the exporter can produce, in the order they are built and reported -> its file in the entry.
 FORMAT_FILES = {
@@ -20,3 +23,14 @@ def io_names(spec: Spec) -> tuple[list[str], list[str]]:
         states = spec.sequence.state_names  # ["h"] or ["h", "c"]
         return ["x", *states], ["y", *(f"{s}_out" for s in states)]
     return ["input"], ["logits"]
+
+
+def get_entry(name: str, version: str | None = None) -> Any | None:
+    """The stored model ``name:version`` (latest when version is None), or None when absent."""
+    import bentoml
+    from bentoml.exceptions import NotFound as StoreNotFound
+
+    try:
+        return bentoml.models.get(f"{name}:{version or 'latest'}")
+    except StoreNotFound:
+        return None

@@ -1,4 +1,4 @@
-"""The model families: defined once, next to the spec contract (service/spec.py).
+"""The model families: defined once, next to the spec contract (zoo/spec.py).
 
 Training, export, the service, the clients and the benchmarks ask this registry what families
 exist, what task each has, which route serves the model stored under the family's own name, how
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from service.spec import Task
+from zoo.spec import Task
 
 Decoder = Literal["images", "history"]  # multipart image files / JSON {"history", "steps"}
 
