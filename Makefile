@@ -55,7 +55,7 @@ test-tools:
 serve: $(STAMP)
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.examples --port $(PORT)
-	$(BIN)/bentoml serve service.service:ModelZoo --port $(PORT) --host 127.0.0.1
+	$(BIN)/bentoml serve service.app:ModelZoo --port $(PORT) --host 127.0.0.1
 
 test: $(STAMP) $(SCAN_STAMP) test-tools
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest

@@ -2,7 +2,7 @@
 
 Runtimes on CPU: eager PyTorch (the checkpoint's module), TorchScript (``model.ts``), ONNX Runtime
 fp32 (``model.onnx``) and int8 (``model.int8.onnx``). The last three are opened with the service's
-own ``service.runtime.load_session``, so threads and session options are exactly what the service
+own ``service.core.runtime.load_session``, so threads and session options are exactly what the service
 uses; eager gets the same thread count. ``benchmarks/gpu.py`` feeds its CUDA sessions through the
 same ``measure``/``engine_rows``.
 
@@ -10,8 +10,8 @@ Two kinds of rows:
 - ``infer``: a ready float32 batch through the runtime (images: random ``(N, *input_shape)``;
   sine-rnn: N windows of 50 points with zero state, one call).
 - ``pipeline``: what one request costs minus HTTP, with the service's code: image models decode N
-  PNG files with ``service.preprocess.preprocess_many``, run the batch, then softmax + top-k
-  (``service.models``); sine-rnn runs ``service.models.Forecaster.forecast`` (history 50, 10 steps),
+  PNG files with ``service.core.preprocess.preprocess_many``, run the batch, then softmax + top-k
+  (``service.core.served``); sine-rnn runs ``service.core.served.Forecaster.forecast`` (history 50, 10 steps),
   the body ``zoo bench`` sends to ``/forecast_sine``. This is the limit the service can approach.
 """
 
@@ -31,9 +31,9 @@ from PIL import Image
 from torch import nn
 
 from service.config import Settings, worker_cores
-from service.models import Forecaster, Loaded, softmax, top_k
-from service.preprocess import preprocess_many
-from service.runtime import ARTIFACTS, Session, io_names, load_session
+from service.core.preprocess import preprocess_many
+from service.core.runtime import ARTIFACTS, Session, io_names, load_session
+from service.core.served import Forecaster, Loaded, softmax, top_k
 from zoo.spec import Spec
 
 BATCHES = (1, 8, 64)

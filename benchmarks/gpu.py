@@ -32,8 +32,8 @@ import numpy as np
 
 from benchmarks.engine import Budget, Target, eager_session, engine_rows
 from service.config import Settings, worker_cores
+from service.core.runtime import Session, cuda_device_count, io_names, tensorrt_loadable
 from zoo.families import list_families
-from service.runtime import Session, cuda_device_count, io_names, tensorrt_loadable
 
 FAMILIES = tuple(list_families())
 IMAGE_MAX_BATCH = 64  # TensorRT optimisation profile: batches 1..64

@@ -28,7 +28,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SERVICE = "service.service:ModelZoo"
+SERVICE = "service.app:ModelZoo"
 ONE_WORKER = {"MODEL_ZOO_WORKERS": "1", "MODEL_ZOO_THREADS": "1"}  # small and predictable on a shared machine
 WORKER_MARK = "_bentoml_impl.worker.service"  # in a BentoML worker's command line
 READY_TIMEOUT_S = 120.0

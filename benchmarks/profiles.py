@@ -21,11 +21,11 @@ import numpy as np
 
 # (stage, frame substrings): a sample's stage is that of its innermost frame matching any substring.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("model inference (runtime.run)", ("onnxruntime/", "service/runtime.py", "torch/jit")),
-    ("decode + preprocess (PIL, numpy)", ("service/preprocess.py", "PIL/")),
-    ("softmax / top-k / JSON response", ("service/models.py", "json/", "pydantic", "_bentoml_sdk/io_models")),
-    ("multipart parsing (uploads)", ("multipart", "formparsers", "service/uploads.py")),
-    ("adaptive batcher (dispatcher)", ("marshal/dispatcher", "service/batching.py")),
+    ("model inference (runtime.run)", ("onnxruntime/", "service/core/runtime.py", "torch/jit")),
+    ("decode + preprocess (PIL, numpy)", ("service/core/preprocess.py", "PIL/")),
+    ("softmax / top-k / JSON response", ("service/core/served.py", "json/", "pydantic", "_bentoml_sdk/io_models")),
+    ("multipart parsing (uploads)", ("multipart", "formparsers", "service/http/uploads.py")),
+    ("adaptive batcher (dispatcher)", ("marshal/dispatcher", "service/core/batching.py")),
     ("BentoML middlewares: metrics, tracing, logging", ("prometheus", "opentelemetry", "logging/", "bentoml/_internal/server/http/")),
     ("HTTP server + event loop (uvicorn, h11, starlette, asyncio)", ("uvicorn", "h11", "starlette", "asyncio", "anyio", "httptools")),
 )

@@ -228,7 +228,7 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
                   f"{e['threads']} intra-op threads (the service's default: the cores of its worker). Each point: "
                   f"{e['budget']['warmup_calls']} untimed calls, then at least {e['budget']['min_calls']} calls and "
                   f"{e['budget']['point_s']} s. Runtimes open the store entry's files with the service's own "
-                  "`service.runtime.load_session`; `eager` is the checkpoint's `nn.Module`.", "",
+                  "`service.core.runtime.load_session`; `eager` is the checkpoint's `nn.Module`.", "",
                   f"![engine]({rel['engine']})", "", *engine_tables(e)]
     if "http" in results:
         generator = ("`wrk` (C, one thread, requests pre-formatted by benchmarks/loadgen.lua, one connection per "
@@ -236,7 +236,7 @@ def render(results: dict[str, Any], out_md: Path, plots: dict[str, Path]) -> str
                      "`zoo bench` (clients/bench.py: one aiohttp connection per simulated user, pre-encoded bodies, "
                      "closed loop)")
         lines += ["## 2-3. Over HTTP: the service vs naive FastAPI servers", "",
-                  "service: `bentoml serve service.service:ModelZoo` with its defaults (one worker per core, "
+                  "service: `bentoml serve service.app:ModelZoo` with its defaults (one worker per core, "
                   "ONNX Runtime fp32 on CPU, adaptive batching); service-int8: the same with "
                   "`MODEL_ZOO_PRECISION=int8`. naive-ort: `benchmarks/baselines/naive_ort_server.py`, FastAPI, one "
                   "process, one request at a time, the service's own `model.onnx` and preprocessing, so the ratio "

@@ -25,7 +25,7 @@ def _spawn(kind: str, cmd: list[str], env: dict[str, str], log: Path, url: str) 
 
 
 def start_service(home: Path, log: Path, env_extra: dict[str, str] | None = None) -> Server:
-    """``bentoml serve service.service:ModelZoo`` with the benchmark's store and the service's defaults."""
+    """``bentoml serve service.app:ModelZoo`` with the benchmark's store and the service's defaults."""
     return _wait(spawn_service(home, log, env_extra))
 
 

@@ -8,7 +8,7 @@
 | ``MODEL_ZOO_THREADS`` | cores / workers | intra-op threads per model session on CPU (workers x threads <= cores) |
 | ``MODEL_ZOO_MAX_BODY_MB`` | ``32`` | request body cap, MiB (413 above it) |
 | ``MODEL_ZOO_MAX_IMAGES`` | ``256`` | images per request (413 above it); at most 999 (starlette stops at 1000) |
-| ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs); a model's own cap follows its input size (service/limits.py) |
+| ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs); a model's own cap follows its input size (service/core/limits.py) |
 | ``MODEL_ZOO_MAX_REQUEST_PIXELS`` | ``67108864`` | decoded pixels per request, all images together (4 x 4096x4096) |
 | ``MODEL_ZOO_HEADER_TIMEOUT_S`` | ``10`` | seconds a connection may take to send a request's headers, or sit idle before its first one |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |

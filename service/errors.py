@@ -1,7 +1,7 @@
 """The errors the service answers with, one type per HTTP status a client can cause.
 
 Every failure a client can cause is a ``ServiceError`` carrying its HTTP status; the endpoints choose
-the status from its class and answer with service/responses.py's ``error_response`` (DESIGN.md: every
+the status from its class and answer with service/http/responses.py's ``error_response`` (DESIGN.md: every
 4xx body is JSON that names the problem, and the file for uploads); ``zoo.errors.first_line`` is how
 any exception becomes one line of such a message. Standard library only, so the OIP app, the middleware
 and the unit tests share it.

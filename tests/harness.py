@@ -1,7 +1,7 @@
 """Helpers for the tests (the fixtures that use them are in conftest.py).
 
 - ``make_checkpoint``, ``quick_mlp``, ``samples_for``: checkpoints in the real training format.
-- ``build_zoo``: the shared integration server, one real ``bentoml serve service.service:ModelZoo``
+- ``build_zoo``: the shared integration server, one real ``bentoml serve service.app:ModelZoo``
   per test session. A temporary BENTOML_HOME gets an MLP trained briefly on real MNIST, a forecaster
   trained by the sine-rnn recipe's ``--quick`` (the default band) and an untrained transfer ResNet-18, all exported and registered
   through the real exporter CLI (``python -m export``). Answers are compared with eager PyTorch on the
@@ -23,16 +23,16 @@ from typing import Iterator
 import httpx
 import numpy as np
 import torch
+from fixtures_data import mnist_data_dir, write_image_folder
 from PIL import Image
 
 from benchmarks.launch import ONE_WORKER, ROOT, Server, home_over, spawn_service
 from export.pipeline import validation_samples
-from fixtures_data import mnist_data_dir, write_image_folder
-from zoo.spec import Spec
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import mnist_tensors
 from training.models import build_model, model_config
 from training.specs import make_spec
+from zoo.spec import Spec
 
 __all__ = ["ROOT", "Zoo", "build_zoo", "eager_forecast", "eager_probs", "home_over", "make_checkpoint",
            "post_images", "quick_mlp", "samples_for", "serve", "sibling_home"]

@@ -12,14 +12,21 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.engine import Budget, Target, cpu_sessions, engine_rows, example_feeds, png_pool
+from benchmarks.engine import (
+    Budget,
+    Target,
+    cpu_sessions,
+    engine_rows,
+    example_feeds,
+    png_pool,
+)
 from service.config import Settings
-from service.models import Forecaster, Loaded, softmax
-from service.preprocess import preprocess_many
-from zoo.spec import Spec
+from service.core.preprocess import preprocess_many
+from service.core.served import Forecaster, Loaded, softmax
 from training.checkpoint import save_checkpoint
 from training.models import build_model, config_to_dict, model_config
 from training.specs import make_spec
+from zoo.spec import Spec
 
 MLP_CFG = {"hidden": (32,)}  # tiny: the test is about the harness, not the model
 
@@ -87,7 +94,7 @@ def test_engine_rows_measure_the_real_model(mlp_target, one_thread):
 
 
 def test_pipeline_inputs_are_the_service_preprocessing(mlp_target):
-    """The PNG pool decodes, through service.preprocess, to the pixels it was made from."""
+    """The PNG pool decodes, through service.core.preprocess, to the pixels it was made from."""
     files = png_pool(mlp_target.spec, 3, seed=5)
     x = preprocess_many(files, mlp_target.spec.image, 10**6)  # (3, 784)
     pixels = np.stack([np.asarray(Image.open(io.BytesIO(b))) for _, b in files]).reshape(3, -1) / 255.0
@@ -232,8 +239,8 @@ def test_report_commands_carry_no_machine_paths():
                     "--model mnist-mlp=/tmp/model-zoo-bench-x1/checkpoints/mnist-mlp/best.pt", results) == (
         "python -m benchmarks.baselines.naive_server --host 127.0.0.1 --port PORT "
         "--model mnist-mlp=<work>/checkpoints/mnist-mlp/best.pt")
-    assert portable("/opt/venv/bin/bentoml serve service.service:ModelZoo --port 52443", results) == \
-        "bentoml serve service.service:ModelZoo --port PORT"
+    assert portable("/opt/venv/bin/bentoml serve service.app:ModelZoo --port 52443", results) == \
+        "bentoml serve service.app:ModelZoo --port PORT"
     assert portable("python -m export.bootstrap --quick --data-dir /srv/data --out-dir <work>/checkpoints", results) == \
         "python -m export.bootstrap --quick --data-dir $DATA_DIR --out-dir <work>/checkpoints"
 
@@ -243,9 +250,9 @@ def test_pyspy_summary_stages(tmp_path):
 
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        'process 11:"bentoml worker";run (asyncio/events.py:80);classify (service/models.py:88);'
-        "preprocess (/x/service/preprocess.py:140);load (PIL/ImageFile.py:290) 30\n"
-        'process 11:"bentoml worker";_run_batch (service/batching.py:85);run (service/runtime.py:130);'
+        'process 11:"bentoml worker";run (asyncio/events.py:80);classify (service/core/served.py:88);'
+        "preprocess (/x/service/core/preprocess.py:140);load (PIL/ImageFile.py:290) 30\n"
+        'process 11:"bentoml worker";_run_batch (service/core/batching.py:85);run (service/core/runtime.py:130);'
         "run (onnxruntime/capi/onnxruntime_inference_collection.py:266) 50\n"
         'process 11:"bentoml worker";run (asyncio/events.py:80);_read (uvicorn/protocols/http/h11_impl.py:200) 20\n'
         "garbage line without a count\n")

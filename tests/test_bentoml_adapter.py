@@ -1,4 +1,4 @@
-"""The BentoML internals service/bentoml_adapter.py relies on are still there and still behave so.
+"""The BentoML internals service/adapters.py relies on are still there and still behave so.
 
 Each test fails with the internal's name when a BentoML upgrade changes it; what the service does
 with them over HTTP is checked by the service tests (batching, 4xx bodies, every route answering).
@@ -12,7 +12,13 @@ import inspect
 import numpy as np
 import pytest
 
-from service.bentoml_adapter import INTERNALS, bind_api_methods, cork_dispatcher, input_as_parsed, raise_latency_budget
+from service.adapters import (
+    INTERNALS,
+    bind_api_methods,
+    cork_dispatcher,
+    input_as_parsed,
+    raise_latency_budget,
+)
 
 
 def test_cork_dispatcher_batches_items_and_its_budget_can_be_raised():
@@ -51,8 +57,8 @@ def test_endpoint_arguments_are_the_parsed_input_as_it_is():
     assert "input_spec.from_http_request(" in source, INTERNALS["input"]
     assert "getattr(input_data, k) for k in input_data.model_fields" in source, INTERNALS["input"]
 
-    from service.service import ForecastRequest
-    from service.uploads import ImageUpload, Uploads
+    from service.app import ForecastRequest
+    from service.http.uploads import ImageUpload, Uploads
 
     problem = ValueError("carried")
     parsed = input_as_parsed(ForecastRequest, history=problem, steps=0)
@@ -69,7 +75,7 @@ def test_api_methods_resolved_once_are_what_bentoml_would_call():
     assert "getattr(self._service_instance, name).local" in inspect.getsource(ServiceAppFactory.api_endpoint), \
         INTERNALS["api_method"]
 
-    from service.service import ModelZoo
+    from service.app import ModelZoo
 
     instance = ModelZoo.inner.__new__(ModelZoo.inner)
     bind_api_methods(instance, ModelZoo.apis)

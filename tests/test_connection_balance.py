@@ -1,4 +1,4 @@
-"""Keep-alive connections spread over the workers (service/balance.py).
+"""Keep-alive connections spread over the workers (service/http/balance.py).
 
 Unit: two ``ConnectionShare`` objects on one file behave like two workers. Integration: a real
 two-worker ``bentoml serve`` whose second worker is stopped (SIGSTOP) while clients open their
@@ -20,10 +20,9 @@ import time
 
 import numpy as np
 import pytest
-
 from harness import eager_probs, serve, sibling_home
-from service.balance import CLOSE, TRANSIT_S, ConnectionShare, Rebalance
 
+from service.http.balance import CLOSE, TRANSIT_S, ConnectionShare, Rebalance
 
 # ---------------------------------------------------------------------------- unit
 
@@ -81,7 +80,7 @@ def test_a_worker_index_outside_the_workers_is_refused(tmp_path):
 
 
 async def _start_headers(share_over: bool, tmp_path, monkeypatch) -> list:
-    import service.balance as balance
+    import service.http.balance as balance
 
     share = ConnectionShare(tmp_path, 2, 1)
     for _ in range(3 if share_over else 1):

@@ -13,11 +13,11 @@ import io
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import yaml
 from PIL import Image
 
@@ -36,7 +36,7 @@ def names(packages: list[str]) -> list[str]:
 
 def test_variant_is_torch_free_and_uses_local_base_image():
     source = {
-        "service": "service.service:ModelZoo",
+        "service": "service.app:ModelZoo",
         "include": ["service/**/*.py", "service/examples/*"],
         "models": ["mnist-mlp:latest"],
         "envs": [{"name": "ZOO_RUNTIME", "value": "onnx"}],

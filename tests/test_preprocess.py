@@ -1,4 +1,4 @@
-"""service/preprocess.py against the training transforms (torchvision) and the hostile-file cases.
+"""service/core/preprocess.py against the training transforms (torchvision) and the hostile-file cases.
 
 The service builds preprocessing from the spec alone, without torch; these tests check it produces
 the tensors training's eval transforms produce from the same pixels (MNIST: the real test split).
@@ -10,11 +10,11 @@ import io
 
 import numpy as np
 import pytest
+from fixtures_data import mnist_data_dir
 from PIL import Image
 
-from fixtures_data import mnist_data_dir
+from service.core.preprocess import preprocess, preprocess_many
 from service.errors import TooLarge, UnsupportedImage
-from service.preprocess import preprocess, preprocess_many
 from training.data import cifar10_transform, mnist_tensors, transfer_transform
 from training.specs import cifar10_spec, mnist_spec, transfer_spec
 

@@ -1,4 +1,4 @@
-"""Bearer-token auth (service/auth.py) in front of the real OIP ASGI app, in process.
+"""Bearer-token auth (service/http/auth.py) in front of the real OIP ASGI app, in process.
 
 The OIP app answers ``/v2`` and ``/v2/health/live`` without a BentoML service running, so the
 middleware is checked around real routes: open paths stay open, protected ones need the exact token,
@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from service import auth
-from service.auth import BearerAuth, is_open, presented_token
-from service.oip import oip_app
+from service.http import auth
+from service.http.auth import BearerAuth, is_open, presented_token
+from service.http.oip import oip_app
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -130,7 +130,6 @@ def test_explicit_token_overrides_the_environment(monkeypatch):
 @pytest.mark.slow
 def test_token_auth_over_http(zoo_server, tmp_path):
     import httpx
-
     from harness import serve, sibling_home
 
     store = sibling_home(zoo_server, tmp_path)  # not zoo_server's home: see sibling_home

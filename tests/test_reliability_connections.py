@@ -1,4 +1,4 @@
-"""The header deadline adapter over uvicorn (service/connections.py): what it relies on is still there.
+"""The header deadline adapter over uvicorn (service/http/connections.py): what it relies on is still there.
 
 The over-HTTP check (idle and byte-a-second sockets are closed, a kept-alive client is served) is in
 test_reliability_http_hostile.py; this fails, naming the internal, when uvicorn or BentoML change.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from service.connections import ENTRY, INTERNAL, HeaderDeadline
+from service.http.connections import ENTRY, INTERNAL, HeaderDeadline
 
 
 def test_uvicorn_still_resolves_auto_through_its_protocol_table():
@@ -28,7 +28,7 @@ def test_bentoml_worker_uses_uvicorns_default_protocol():
     import _bentoml_impl.worker.service as worker
 
     call = inspect.getsource(worker).split("uvicorn.Config(", 1)[1].split("\n    )", 1)[0]
-    assert "http=" not in call, "BentoML's worker now chooses uvicorn's http protocol: service/connections.py " \
+    assert "http=" not in call, "BentoML's worker now chooses uvicorn's http protocol: service/http/connections.py " \
                                 f"installs through {INTERNAL} and would be bypassed"
 
 
@@ -36,7 +36,7 @@ def test_install_registers_the_deadline_protocol():
     import uvicorn.config
     from uvicorn.importer import import_from_string
 
-    import service.service  # noqa: F401 - the wiring block installs it
+    import service.app  # noqa: F401 - the wiring block installs it
     assert uvicorn.config.HTTP_PROTOCOLS["auto"] == ENTRY
     cls = import_from_string(ENTRY)
     assert issubclass(cls, HeaderDeadline) and cls.header_timeout > 0

@@ -13,9 +13,15 @@ import subprocess
 import sys
 
 import pytest
-
-from benchmarks.reliability.faults import BREAKS, break_store, kill_worker, sigterm_drain, startup_failure
 from harness import ROOT, serve, sibling_home
+
+from benchmarks.reliability.faults import (
+    BREAKS,
+    break_store,
+    kill_worker,
+    sigterm_drain,
+    startup_failure,
+)
 
 pytestmark = pytest.mark.slow
 LOST_IN_FLIGHT = {"RemoteProtocolError", "ReadError", "ConnectError"}  # a connection cut by the dying worker
@@ -72,8 +78,8 @@ def test_malformed_setting_stops_startup_with_one_line(store, tmp_path):
 
 
 def test_preflight_command(store, tmp_path):
-    """``python -m service.preflight``: 0 on the good store, 1 with the model and file on a broken copy."""
-    run = lambda home: subprocess.run([sys.executable, "-m", "service.preflight"], cwd=ROOT,  # noqa: E731
+    """``python -m service.control.preflight``: 0 on the good store, 1 with the model and file on a broken copy."""
+    run = lambda home: subprocess.run([sys.executable, "-m", "service.control.preflight"], cwd=ROOT,  # noqa: E731
                                       capture_output=True, text=True, timeout=120,
                                       env={**os.environ, "BENTOML_HOME": str(home)})
     good = run(store)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis import GenerationMode
 
@@ -148,8 +148,8 @@ def mutated_images(draw) -> bytes:
 
 
 def test_decoder_answers_every_mutated_image_with_pixels_or_a_named_4xx():
+    from service.core.preprocess import preprocess
     from service.errors import ServiceError
-    from service.preprocess import preprocess
     from training.specs import make_spec
 
     specs = [make_spec("mnist-mlp").image, make_spec("transfer-resnet18", classes=["cat", "dog"]).image]  # 28x28 L, 224 RGB

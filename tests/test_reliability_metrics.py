@@ -1,4 +1,4 @@
-"""Route-template labels for BentoML's traffic metrics (service/metrics_labels.py).
+"""Route-template labels for BentoML's traffic metrics (service/http/routes.py).
 
 The label function is checked here; the adapter over BentoML's internal middleware is checked for
 the things it relies on, so a BentoML upgrade that moves or changes them fails here with the
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import inspect
 
-from service.metrics_labels import INTERNAL, UNMATCHED, RouteLabels, route_templates
+from service.http.routes import INTERNAL, UNMATCHED, RouteLabels, route_templates
 
 
 def test_paths_are_labelled_by_their_route_template():
-    from service.oip import oip_app
+    from service.http.oip import oip_app
 
     labels = RouteLabels(route_templates(None, oip_app))
     assert labels("/classify_digit") == "/classify_digit"
@@ -48,12 +48,12 @@ def test_the_bentoml_internal_the_adapter_relies_on_is_still_there():
         instruments = __import__(module, fromlist=[name])
         installed = getattr(instruments, name)
     except (ImportError, AttributeError) as exc:
-        raise AssertionError(f"BentoML no longer has {INTERNAL}: service/metrics_labels.py must change ({exc})")
+        raise AssertionError(f"BentoML no longer has {INTERNAL}: service/http/routes.py must change ({exc})")
     base = next(c for c in installed.__mro__ if c.__module__ == module)  # BentoML's own, under our subclass
     params = list(inspect.signature(base.__init__).parameters)
     assert params[:2] == ["self", "app"], f"{INTERNAL}.__init__ changed: {params}"
     assert 'endpoint = scope["path"]' in inspect.getsource(base.__call__), \
-        f"{INTERNAL} no longer takes its endpoint label from scope['path']: service/metrics_labels.py must change"
+        f"{INTERNAL} no longer takes its endpoint label from scope['path']: service/http/routes.py must change"
     from _bentoml_impl.server.app import ServiceAppFactory
 
     source = inspect.getsource(ServiceAppFactory.middlewares.fget)
@@ -64,7 +64,7 @@ def test_the_bentoml_internal_the_adapter_relies_on_is_still_there():
 def test_install_makes_bentoml_build_the_templated_middleware():
     from bentoml._internal.server.http import instruments
 
-    import service.service  # noqa: F401 - the wiring block installs it
+    import service.app  # noqa: F401 - the wiring block installs it
     installed = instruments.RunnerTrafficMetricsMiddleware
     assert installed.__name__ == "TemplatedTrafficMetrics" and installed.route_labels("/v2/models/x/ready") == \
         "/v2/models/{name}/ready"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service.errors import BadRequest
-from service.oip_codec import parse_infer
+from service.http.oip_codec import parse_infer
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
 import oip_corpus  # noqa: E402

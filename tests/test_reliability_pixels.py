@@ -1,4 +1,4 @@
-"""Decoded size of uploads (service/limits.py, ImageClassifier.prepare): caps from the headers, and
+"""Decoded size of uploads (service/core/limits.py, ImageClassifier.prepare): caps from the headers, and
 decoding on the event loop only when the request is small in bytes *and* in pixels.
 
 A 702-byte lossless WebP decodes to 16.7 M pixels; with a byte-size rule alone such files were decoded
@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from service.config import Settings
+from service.core.preprocess import preprocess_many
+from service.core.served import ImageClassifier
 from service.errors import TooLarge
-from service.models import ImageClassifier
-from service.preprocess import preprocess_many
 from training.specs import make_spec
 
 
@@ -90,7 +90,7 @@ def test_small_files_that_decode_to_many_pixels_are_decoded_off_the_event_loop()
 
 
 def test_a_few_small_digits_are_still_decoded_inline():
-    from service.limits import INLINE_DECODE_PIXELS
+    from service.core.limits import INLINE_DECODE_PIXELS
 
     files = [(f"{i}.png", png(28, 28)) for i in range(8)]
     clf = classifier()

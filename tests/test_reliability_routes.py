@@ -1,11 +1,10 @@
-"""Routing errors (unknown path, wrong method) answer JSON like every other 4xx (service/json_errors.py).
+"""Routing errors (unknown path, wrong method) answer JSON like every other 4xx (service/http/json_errors.py).
 
 Found by the schemathesis OIP run: ``GET /v2/models/a%0Ab``, ``GET /nope``, ``GET /classify_digit``
 got Starlette's ``text/plain`` "Not Found" / "Method Not Allowed".
 """
 
 from __future__ import annotations
-
 
 import httpx
 import pytest
@@ -14,8 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.json_errors import JsonErrors
-
+from service.http.json_errors import JsonErrors
 
 
 async def model(request):

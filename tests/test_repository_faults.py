@@ -16,8 +16,8 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     from service.config import Settings
     from service.errors import ModelUnavailable
-    from service.registry import Zoo
-    from service.repository import SharedState
+    from service.control.manager import Zoo
+    from service.control.shared_state import SharedState
 
     async def main(root):
         state = SharedState(root)

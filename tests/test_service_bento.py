@@ -12,10 +12,10 @@ import sys
 import httpx
 import pytest
 import yaml
-
-from service.ui import FILES, UI_DIR
-from benchmarks.launch import BIN, spawn_service
 from harness import ROOT, eager_probs, post_images, sibling_home
+
+from benchmarks.launch import BIN, spawn_service
+from service.http.pages import FILES, UI_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_build_and_serve_the_bento(zoo_server, tmp_path):
     assert packed == {"mnist-mlp", "sine-rnn", "transfer-resnet18"}  # exactly the default models in the store
     sources = {p.relative_to(bento_dir / "src").as_posix() for p in (bento_dir / "src").rglob("*") if p.is_file()}
     assert {f"service/ui/{name}" for name in FILES} <= sources  # the browser demo ships with the bento
-    assert "service/service.py" in sources and not any(s.startswith(("training/", "export/", "tests/")) for s in sources)
+    assert "service/app.py" in sources and not any(s.startswith(("training/", "export/", "tests/")) for s in sources)
 
     with spawn_service(home, tmp_path / "bento.log", {"MODEL_ZOO_THREADS": "1"}, target=tag, cwd=tmp_path) as server:
         server.wait_ready(90)

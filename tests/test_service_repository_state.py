@@ -1,4 +1,4 @@
-"""The workers' shared state (service/repository.py) in one process: generations, concurrent writers
+"""The workers' shared state (service/control/shared_state.py) in one process: generations, concurrent writers
 under the lock, and dead workers' status files ignored."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from service.repository import Desired, SharedState, WorkerStatus
+from service.control.shared_state import Desired, SharedState, WorkerStatus
 
 
 def _add_many(root: str, prefix: str, n: int) -> None:

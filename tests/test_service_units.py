@@ -14,16 +14,16 @@ import torch
 
 from export import parse_formats
 from export.pipeline import build_artifacts
-from service.band import band_warning, fit_sine
-from service.batching import Batcher
 from service.config import ConfigError, Settings, worker_cores
+from service.core.band import band_warning, fit_sine
+from service.core.batching import Batcher
+from service.core.runtime import cuda_device_count, load_session
+from service.core.served import softmax, top_k
 from service.errors import BadRequest, Overloaded
-from service.models import softmax, top_k
-from service.oip_codec import encode_response, parse_infer
-from service.runtime import cuda_device_count, load_session
-from zoo.spec import Spec
+from service.http.oip_codec import encode_response, parse_infer
 from training.models import build_model
 from training.specs import make_spec
+from zoo.spec import Spec
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_a_cheap_model_runs_its_batches_on_the_event_loop_and_a_slow_one_in_a_th
     hand-off), otherwise a worker thread (keeps the loop free); answers are the same either way."""
     import threading
 
-    from service.batching import INLINE_BATCH_S
+    from service.core.batching import INLINE_BATCH_S
 
     threads: list[int] = []
 

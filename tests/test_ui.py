@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from harness import eager_forecast, eager_probs, serve, sibling_home
 from PIL import Image
 
-from service.ui import FILES, UI_DIR
-from harness import eager_forecast, eager_probs, serve, sibling_home
+from service.http.pages import FILES, UI_DIR
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

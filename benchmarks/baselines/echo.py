@@ -1,7 +1,7 @@
 """One trivial JSON route, ``POST /echo {"x": int} -> {"y": x}``, served three ways (benchmarks/floor.py).
 
 - ``app``: FastAPI under uvicorn, the framework of the naive peers (``python -m uvicorn benchmarks.baselines.echo:app``).
-- ``EchoLean``: a BentoML 1.4 service with the settings service/service.py uses for its inference routes
+- ``EchoLean``: a BentoML 1.4 service with the settings service/app.py uses for its inference routes
   (one worker per process here, metrics on, access log off, the route excluded from tracing).
 - ``EchoDefaults``: the same service with BentoML's defaults (tracing and access log on).
 

@@ -2,7 +2,7 @@
 
 FastAPI + uvicorn (one process), one ``onnxruntime.InferenceSession`` per model opened on the very
 ``model.onnx`` the service serves (the store entry's directory), the service's own decode and
-preprocessing (``service.preprocess``) and top-k, one session call per request, no batching across
+preprocessing (``service.core.preprocess``) and top-k, one session call per request, no batching across
 requests, ONNX Runtime's thread pool sized by its default and not spinning. The endpoints are
 ``async def`` and compute inline: one request at a time. So the
 service's ratio over this server is what the service adds beyond the runtime (workers, adaptive
@@ -24,13 +24,13 @@ from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
 from benchmarks.baselines import family_paths, serve
+from service.core.preprocess import preprocess_many
+from service.core.served import TOP_K, softmax, top_k
 from service.errors import ServiceError
 from zoo.families import FAMILIES
-from service.models import TOP_K, softmax, top_k
-from service.preprocess import preprocess_many
 from zoo.spec import Spec
 
-MAX_PIXELS = 3_200_000  # per image: the service's cap for a 28x28 model (service/limits.py), ample here
+MAX_PIXELS = 3_200_000  # per image: the service's cap for a 28x28 model (service/core/limits.py), ample here
 
 
 @dataclass
@@ -54,7 +54,7 @@ def load(entry_dir: Path) -> Loaded:
 def classify(m: Loaded, blobs: list[tuple[str | None, bytes]]) -> list[dict] | JSONResponse:
     try:
         x = preprocess_many(blobs, m.spec.image, MAX_PIXELS)
-    except ServiceError as exc:  # service.preprocess names the file and the problem
+    except ServiceError as exc:  # service.core.preprocess names the file and the problem
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     logits = m.session.run(None, {m.input_name: x})[0]
     rows = top_k(softmax(np.asarray(logits)), m.spec.labels, min(TOP_K, m.spec.num_classes))

@@ -14,7 +14,7 @@ Pass criteria (exit status 0): every answer is 2xx, a designed 429/503, or the d
 stream; no worker restarted; worker RSS at the end is less than 10 % above RSS at the end of warm-up.
 
 Warm-up (``--warmup-s``, default 150 s) must outlast BentoML's request timeout (``traffic.timeout``,
-120 s in service/service.py): BentoML 1.4.40's ``TimeoutMiddleware`` schedules a ``call_later(timeout)``
+120 s in service/app.py): BentoML 1.4.40's ``TimeoutMiddleware`` schedules a ``call_later(timeout)``
 per request and never cancels it, so each request's future, context and OpenTelemetry span (~5 KB)
 stay alive for 120 s. RSS therefore climbs linearly for the first 120 s of traffic (by about
 rate x 120 s x 5 KB) and then levels off; measured here, that is the whole of the early growth.
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.reliability.load import Load, bodies_for
 from benchmarks.launch import ONE_WORKER, Server, start_service
+from benchmarks.reliability.load import Load, bodies_for
 from clients.bench import run_level
 
 # (endpoint, images per request, users): the clients.bench streams

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGIT = ROOT / "service" / "examples" / "digit7.png"  # a real MNIST test digit, 28x28 L
 MAX_BODY = 32 * 2**20  # the service's default MODEL_ZOO_MAX_BODY_MB, in bytes
 MAX_IMAGES = 256  # the default MODEL_ZOO_MAX_IMAGES
-MODEL_PIXELS = 4096 * 28 * 28  # mnist-mlp's own per-image cap (service/limits.py: 4096 per input pixel)
+MODEL_PIXELS = 4096 * 28 * 28  # mnist-mlp's own per-image cap (service/core/limits.py: 4096 per input pixel)
 
 
 @dataclass

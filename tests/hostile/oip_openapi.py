@@ -2,7 +2,7 @@
 
 The OIP routes are a mounted Starlette app, so BentoML's own ``/docs.json`` does not list them. This
 document follows the KServe v2 REST spec (the request/response shapes the service implements in
-service/oip.py) closely enough that schemathesis generates requests of the right structure -- tensor
+service/http/oip.py) closely enough that schemathesis generates requests of the right structure -- tensor
 objects with name/datatype/shape/data -- and, in negative mode, the near-misses around them.
 """
 

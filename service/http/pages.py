@@ -5,7 +5,7 @@ host with no network and adds a few kilobytes to the image. The page talks only 
 public routes (``/v2/repository/index``, ``/v2/models/{name}``, ``/models/{name}/classify|forecast``),
 so it sees exactly what any client sees, bearer token included. Only the files named in ``FILES`` are
 served: a path that is not one of them (``..``, a subfolder, a typo) is a 404 JSON like every other
-unknown route. These routes are open without a token (service/auth.py): they hold no data, and the page
+unknown route. These routes are open without a token (service/http/auth.py): they hold no data, and the page
 must load to ask for the token.
 """
 
@@ -18,9 +18,9 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service.errors import NotFound
-from service.responses import error_response
+from service.http.responses import error_response
 
-UI_DIR = Path(__file__).with_name("ui")
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "home.html": "text/html; charset=utf-8",

@@ -7,7 +7,7 @@ on one worker, and keep-alive keeps them there while the other cores idle. The k
 connections itself only across separate ``SO_REUSEPORT`` sockets, and BentoML makes one socket.
 
 So each worker counts its open connections in its own 8-byte slot of a shared file (``connections``
-in the workers' state directory, service/repository.py). A worker that holds more than its share,
+in the workers' state directory, service/control/shared_state.py). A worker that holds more than its share,
 ``ceil(total / workers)``, adds ``Connection: close`` to its responses until it is back to its share:
 each such client reconnects after its answer (no request is lost or retried), and the new connection
 goes to whichever worker accepts first, most likely one with spare time. A connection told to close
@@ -99,7 +99,7 @@ def enable(root: Path, workers: int, index: int) -> ConnectionShare | None:
 
 
 class CountedConnections:
-    """Mixin over uvicorn's HTTP protocol (service/connections.py builds the class): counts this worker's connections."""
+    """Mixin over uvicorn's HTTP protocol (service/http/connections.py builds the class): counts this worker's connections."""
 
     def connection_made(self, transport: Any) -> None:
         if SHARE is not None:

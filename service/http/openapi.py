@@ -2,7 +2,7 @@
 
 BentoML builds its document from ``@bentoml.api`` methods only (and from mounted FastAPI apps); the
 per-model REST routes, the Open Inference Protocol and Triton's repository extension live in a
-Starlette app (service/service.py ``MODELS_APP``), so they are described here and merged into the
+Starlette app (service/app.py ``MODELS_APP``), so they are described here and merged into the
 document BentoML generates (its public ``Service.openapi_spec``). Served at ``/docs.json`` by that app,
 which BentoML mounts before its own route of the same path (BentoML serves no Swagger UI here: ``/`` is
 the service's front page).
@@ -121,7 +121,9 @@ def paths() -> dict[str, dict[str, Any]]:
 
 @functools.cache
 def document() -> dict[str, Any]:
-    from service.service import ModelZoo  # the bentoml.Service (imported by then: it serves this route)
+    from service.app import (
+        ModelZoo,  # the bentoml.Service (imported by then: it serves this route)
+    )
 
     spec = ModelZoo.openapi_spec.asdict()
     spec.setdefault("paths", {}).update(paths())

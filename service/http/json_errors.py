@@ -11,7 +11,7 @@ Redirects (Starlette's trailing-slash 307) get a relative ``Location``: Starlett
 one from the request's ``Host`` header, so ``GET /metrics/`` with ``Host: evil.example`` sent clients
 (and caches keyed on the URL) to another host.
 
-Wiring (service/service.py)::
+Wiring (service/app.py)::
 
     ModelZoo.add_asgi_middleware(JsonErrors)
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.responses import error_bytes
+from service.http.responses import error_bytes
 
 REWRITTEN = {404, 405}
 REDIRECTS = {301, 302, 303, 307, 308}

@@ -6,7 +6,7 @@ never sends a request, or sends its headers a byte at a time, stays open for eve
 no setting covers it, and an ASGI middleware only sees a request once its headers are complete).
 ``install`` registers a subclass of uvicorn's own protocol that closes a connection whose next request
 headers have not arrived ``MODEL_ZOO_HEADER_TIMEOUT_S`` after it opened or after its last response
-(and counts the worker's connections for service/balance.py).
+(and counts the worker's connections for service/http/balance.py).
 A request whose headers arrived is never cut by it (slow bodies fall under BentoML's
 ``traffic.timeout``). It enters through uvicorn's ``HTTP_PROTOCOLS["auto"]`` entry, which BentoML's
 worker resolves after importing the service; tests/test_reliability_connections.py fails, naming the
@@ -67,7 +67,7 @@ def install(header_timeout: float) -> type:
     import uvicorn.config
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    from service.balance import CountedConnections
+    from service.http.balance import CountedConnections
 
     # AutoHTTPProtocol: httptools' protocol when installed, else h11's; the mixins fit both
     DeadlineHTTPProtocol = type("DeadlineHTTPProtocol", (HeaderDeadline, CountedConnections, AutoHTTPProtocol),

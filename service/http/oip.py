@@ -4,7 +4,7 @@ Routes: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models
 ``/v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (also under ``/versions/{v}``, where ``v``
 is a store version: any other is a 404, never the served version by accident), and Triton's model
 repository extension: ``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` and
-``.../unload`` (service/registry.py does the work, on every worker).
+``.../unload`` (service/control/manager.py does the work, on every worker).
 Image models take either ``input`` (FP32, the preprocessed tensor the model expects) or ``images``
 (BYTES, one encoded image file per element, preprocessed here as the spec says) and return
 ``logits`` (FP32). An output requested with ``"parameters": {"classification": K}`` comes back as
@@ -26,11 +26,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import limits
-from service.errors import BadRequest, InvalidModelName, ModelUnavailable, NotInStore, ServiceError, TooLarge
-from service.models import Forecaster, ImageClassifier, softmax, top_k
-from service.oip_codec import HEADER_LENGTH, InferRequest, Tensor, encode_response, parse_infer
-from service.responses import error_response
+from service.core import limits
+from service.core.served import Forecaster, ImageClassifier, softmax, top_k
+from service.errors import (
+    BadRequest,
+    InvalidModelName,
+    ModelUnavailable,
+    NotInStore,
+    ServiceError,
+    TooLarge,
+)
+from service.http.oip_codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    Tensor,
+    encode_response,
+    parse_infer,
+)
+from service.http.responses import error_response
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 

@@ -2,9 +2,9 @@
 
 - ``cork_dispatcher`` / ``raise_latency_budget``: BentoML's adaptive batcher, ``CorkDispatcher``, the one
   ``@bentoml.api(batchable=True)`` uses inside. A batchable API decodes every request before our code
-  sees it (one bad file fails the whole batch, PIL errors become 500s), so service/batching.py batches
+  sees it (one bad file fails the whole batch, PIL errors become 500s), so service/core/batching.py batches
   decoded arrays with the dispatcher itself; the budget is raised once a model's speed is known.
-- ``input_as_parsed``: an input spec's ``from_http_request`` (service/uploads.py, service/service.py)
+- ``input_as_parsed``: an input spec's ``from_http_request`` (service/http/uploads.py, service/app.py)
   parses the request itself and hands the endpoint what it parsed, or the ``ServiceError`` to answer
   with, unvalidated: BentoML passes the returned model's attributes to the endpoint as they are, and
   renders an exception raised there as a 500 (or, for its own 4xx, as a JSON list).

@@ -12,7 +12,7 @@ token gets the same ``401 {"error": "unauthorized"}`` with ``WWW-Authenticate: B
 so the answer does not tell a guesser which part was wrong. Tokens are compared with
 ``hmac.compare_digest`` (time independent of where the first differing byte is).
 
-Wiring (service/service.py), outermost of our middlewares so an unauthenticated body is never read::
+Wiring (service/app.py), outermost of our middlewares so an unauthenticated body is never read::
 
     ModelZoo.add_asgi_middleware(BearerAuth)   # before ModelZoo.add_asgi_middleware(BodyLimit)
 
@@ -26,8 +26,8 @@ import logging
 import os
 from typing import Any
 
-from service.limits import has_body
-from service.responses import error_bytes
+from service.core.limits import has_body
+from service.http.responses import error_bytes
 
 logger = logging.getLogger("model_zoo.auth")
 
@@ -36,7 +36,7 @@ TOKEN_ENV = "MODEL_ZOO_API_TOKEN"
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/v2/health/",)
 OPEN_METHODS = frozenset({"GET", "HEAD"})  # methods without a body: nothing to read before auth
-# static pages (service/ui.py): the front page, the demo and its files, one path segment under /ui/
+# static pages (service/http/pages.py): the front page, the demo and its files, one path segment under /ui/
 UI_PATHS = frozenset({"/", "/ui"})
 UI_PREFIX = "/ui/"
 

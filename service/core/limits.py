@@ -1,6 +1,6 @@
 """What one request may cost the server: caps that are not a plain body size, in one place.
 
-A request's body is capped by ``BodyLimit`` (service/uploads.py); these caps bound the work and the
+A request's body is capped by ``BodyLimit`` (service/http/uploads.py); these caps bound the work and the
 memory a small body can ask for: decoded pixels per image and per request, items and time steps of an
 OIP tensor, the size of a response built on the event loop, and which requests carry a body at all.
 Every refusal is a ``TooLarge`` (413) naming the cap and the variable or the fix.

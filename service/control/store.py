@@ -46,7 +46,7 @@ def entry_family(entry: Any) -> str | None:
 
 def check_entry(entry: Any, runtime: str, precision: str) -> str | None:
     """Why this stored model cannot be served (spec, family, graph), or None when it would load."""
-    from service.runtime import load_session
+    from service.core.runtime import load_session
 
     tag, path = str(entry.tag), Path(entry.path)
     labelled = entry_family(entry)

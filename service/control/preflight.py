@@ -8,14 +8,14 @@ exception in the worker does not help either: BentoML's arbiter restarts a crash
 So ``check_or_exit()`` runs where ``bentoml serve`` imports the service (the arbiter process, before any
 worker starts) and does what a worker would do with every entry it will serve at start-up (every
 stored model of a known family, or ``MODEL_ZOO_MODELS``): read the spec, check its family, and create
-the runtime session with the service's own loader (service/store.py ``check_entry``). Any problem ends
+the runtime session with the service's own loader (service/control/store.py ``check_entry``). Any problem ends
 the process with status 1 and one line per broken model, naming the model, its store tag and the
 file. A model named in ``MODEL_ZOO_MODELS`` but missing from the store is an error too (the operator
 asked for it); by default a family with no stored model is a 503 on its route that says how to add it.
 
-    python -m service.preflight     # the same check as a command (exit 0: every entry would load)
+    python -m service.control.preflight     # the same check as a command (exit 0: every entry would load)
 
-Wiring (service/service.py, after the imports, before the class body reads the settings)::
+Wiring (service/app.py, after the imports, before the class body reads the settings)::
 
     check_or_exit()
 
@@ -28,10 +28,15 @@ import os
 import sys
 
 from service.config import Settings
-from zoo.families import FAMILIES
-from zoo.errors import first_line
-from service.store import check_entry, entry_family, latest_entries, list_entries
+from service.control.store import (
+    check_entry,
+    entry_family,
+    latest_entries,
+    list_entries,
+)
 from zoo.entry import get_entry
+from zoo.errors import first_line
+from zoo.families import FAMILIES
 
 
 class PreflightError(SystemExit):

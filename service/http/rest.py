@@ -1,9 +1,9 @@
 """REST inference for every served model: ``POST /models/{name}/classify`` and ``/models/{name}/forecast``.
 
 The same request and answer as the family routes (``/classify_digit`` ... ``/forecast_sine``, which
-service/service.py keeps as aliases for the model stored under the family's own name), for any
+service/app.py keeps as aliases for the model stored under the family's own name), for any
 model the server serves, each with its own labels and preprocessing from its spec. Request path for
-images: the form is parsed with the caps (service/uploads.py) -> each file is decoded and
+images: the form is parsed with the caps (service/http/uploads.py) -> each file is decoded and
 preprocessed (a bad file gets its own 4xx naming it) -> the tensor joins other requests in the
 model's adaptive batcher -> softmax/top-k/labels.
 """
@@ -20,10 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
+from service.core.served import Forecaster, ImageClassifier
 from service.errors import BadRequest, NotFound, ServiceError
-from service.models import Forecaster, ImageClassifier
-from service.responses import error_response, json_response
-from service.uploads import Uploads, read_uploads
+from service.http.responses import error_response, json_response
+from service.http.uploads import Uploads, read_uploads
 
 
 class ForecastBody(BaseModel):

@@ -1,10 +1,10 @@
 """The BentoML service: every stored model behind DESIGN.md's HTTP surface.
 
-``bentoml serve service.service:ModelZoo``. Which models are served is data (service/registry.py):
+``bentoml serve service.app:ModelZoo``. Which models are served is data (service/control/manager.py):
 every stored model of a known family at start-up, or exactly ``MODEL_ZOO_MODELS``, changed at run
 time through Triton's model repository extension (``/v2/repository/...``). Each is served under its
-store name at ``/models/{name}/classify|forecast`` (service/rest.py) and over the Open Inference
-Protocol (service/oip.py). The family routes (``/classify_digit`` ...), made from the family registry
+store name at ``/models/{name}/classify|forecast`` (service/http/rest.py) and over the Open Inference
+Protocol (service/http/oip.py). The family routes (``/classify_digit`` ...), made from the family registry
 (zoo/families.py), answer for the model stored under the family's own name; one whose model is
 not in the store answers 503 saying how to add it. Models load and warm up in the background after
 start-up; ``/readyz`` is 200 once every worker serves every start-up model.
@@ -22,26 +22,26 @@ from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from service import balance, connections, metrics_labels, openapi, rest, ui
-from service.auth import BearerAuth
-from service.bentoml_adapter import bind_api_methods, input_as_parsed
+from service.adapters import bind_api_methods, input_as_parsed
 from service.config import settings
+from service.control.manager import Zoo, publish_initial
+from service.control.preflight import check_or_exit, in_worker
+from service.control.shared_state import SharedState
 from service.errors import BadRequest, ServiceError
+from service.http import balance, connections, openapi, pages, rest, routes
+from service.http.auth import BearerAuth
+from service.http.json_errors import JsonErrors
+from service.http.oip import ROUTES as OIP_ROUTES
+from service.http.uploads import BodyLimit, ImageUpload, Uploads
 from zoo.families import FAMILIES, Family
-from service.json_errors import JsonErrors
-from service.oip import ROUTES as OIP_ROUTES
-from service.preflight import check_or_exit, in_worker
-from service.registry import Zoo, publish_initial
-from service.repository import SharedState
-from service.uploads import BodyLimit, ImageUpload, Uploads
 
 logger = logging.getLogger("model_zoo.service")
 
 # Before anything reads the store: a broken entry or a malformed MODEL_ZOO_* variable ends
-# `bentoml serve` with one line per problem (service/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
+# `bentoml serve` with one line per problem (service/control/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
 check_or_exit()
 # The process that starts the workers makes their shared state and publishes the start-up set;
-# each worker inherits MODEL_ZOO_STATE_DIR and reads it (service/repository.py).
+# each worker inherits MODEL_ZOO_STATE_DIR and reads it (service/control/shared_state.py).
 if in_worker():
     STATE = SharedState.from_env(create=False)
     balance.enable(STATE.root, settings().workers, bentoml.server_context.worker_index)
@@ -110,7 +110,7 @@ for _family in FAMILIES.values():
 # Per-model REST, the Open Inference Protocol, Triton's repository extension (routes BentoML's API
 # decorators cannot express: a model name in the path), the front page, the browser demo and the
 # OpenAPI document of the whole surface; BentoML mounts it passively at /.
-MODELS_APP = Starlette(routes=[*OIP_ROUTES, *rest.ROUTES, *ui.ROUTES, *openapi.ROUTES])
+MODELS_APP = Starlette(routes=[*OIP_ROUTES, *rest.ROUTES, *pages.ROUTES, *openapi.ROUTES])
 
 ModelZoo = bentoml.service(
     name="model_zoo",
@@ -126,14 +126,14 @@ ModelZoo = bentoml.service(
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
 # Outermost first: a worker holding more than its share of keep-alive connections asks the client to
-# reconnect (service/balance.py); an unauthenticated request is refused before its body is read (service/auth.py;
+# reconnect (service/http/balance.py); an unauthenticated request is refused before its body is read (service/http/auth.py;
 # off unless MODEL_ZOO_API_TOKEN is set), then bodies over the size cap get 413 (counted as received);
 # innermost, the router's plain-text 404/405 become JSON and its redirects relative.
 ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
-# BentoML's metrics label requests by route template, not raw path (bounded series; service/metrics_labels.py),
-# and a connection that sends no complete request headers is closed (service/connections.py).
-metrics_labels.install(metrics_labels.route_templates(ModelZoo, MODELS_APP))
+# BentoML's metrics label requests by route template, not raw path (bounded series; service/http/routes.py),
+# and a connection that sends no complete request headers is closed (service/http/connections.py).
+routes.install(routes.route_templates(ModelZoo, MODELS_APP))
 connections.install(settings().header_timeout_s)

@@ -20,11 +20,11 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from service.bentoml_adapter import input_as_parsed
+from service.adapters import input_as_parsed
 from service.config import settings
+from service.core.limits import has_body
 from service.errors import BadRequest, ServiceError, TooLarge
-from service.limits import has_body
-from service.responses import error_bytes
+from service.http.responses import error_bytes
 
 FIELD = "images"  # the multipart field (DESIGN.md)
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from service import limits
-from service.band import band_warning
-from service.batching import Batcher
 from service.config import Settings
+from service.control.store import read_spec
+from service.core import limits
+from service.core.band import band_warning
+from service.core.batching import Batcher
+from service.core.preprocess import describe, measure, preprocess_many
+from service.core.runtime import Session, load_session
 from service.errors import BadRequest, Overloaded
-from service.preprocess import describe, measure, preprocess_many
-from service.runtime import Session, load_session
 from zoo.spec import Spec
-from service.store import read_spec
 
 logger = logging.getLogger("model_zoo.models")
 

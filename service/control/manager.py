@@ -1,7 +1,7 @@
 """The models one worker serves, kept in step with what all workers were asked to serve.
 
 ``Zoo`` is shared by the REST endpoints, the per-model routes and the Open Inference Protocol app.
-The set of served models is data (service/repository.py): every stored model of a known family at
+The set of served models is data (service/control/shared_state.py): every stored model of a known family at
 start-up (or exactly ``MODEL_ZOO_MODELS``), changed at run time by Triton's repository extension
 (``load``/``unload``). A background task on the worker's event loop applies each change: a model is
 loaded, warmed up and only then routed to; an unloaded (or replaced) one stops taking new requests
@@ -23,15 +23,39 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from service.config import Settings
-from service.errors import (
-    InvalidModelName, LoadFailed, ModelUnavailable, NotInStore, NotLoaded, ServiceError,
+from service.control.shared_state import (
+    LOADING,
+    READY,
+    UNAVAILABLE,
+    UNLOADING,
+    Desired,
+    SharedState,
+    WorkerStatus,
 )
-from zoo.families import FAMILIES, InvalidName, check_model_name, check_version, missing_model_message
-from service.models import Forecaster, ImageClassifier, build_served_model
-from service.repository import LOADING, READY, UNAVAILABLE, UNLOADING, Desired, SharedState, WorkerStatus
-from service.store import check_entry, entry_family, latest_entries, list_entries
+from service.control.store import (
+    check_entry,
+    entry_family,
+    latest_entries,
+    list_entries,
+)
+from service.core.served import Forecaster, ImageClassifier, build_served_model
+from service.errors import (
+    InvalidModelName,
+    LoadFailed,
+    ModelUnavailable,
+    NotInStore,
+    NotLoaded,
+    ServiceError,
+)
 from zoo.entry import get_entry
 from zoo.errors import first_line
+from zoo.families import (
+    FAMILIES,
+    InvalidName,
+    check_model_name,
+    check_version,
+    missing_model_message,
+)
 
 logger = logging.getLogger("model_zoo.registry")
 

@@ -1,7 +1,7 @@
 """Adaptive batching across requests, per model, with BentoML's own batcher.
 
 BentoML's ``CorkDispatcher`` (what ``@bentoml.api(batchable=True)`` uses inside; reached through
-service/bentoml_adapter.py) is called directly instead of through a batchable API because the
+service/adapters.py) is called directly instead of through a batchable API because the
 batchable path decodes a whole request before it reaches our code, so one bad file would fail every
 request batched with it, and PIL errors escape as 500s. Here the endpoint decodes
 and validates its own uploads first (a bad file gets its own 4xx) and only the float tensors meet in
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import anyio
 import numpy as np
 
-from service.bentoml_adapter import cork_dispatcher, raise_latency_budget
+from service.adapters import cork_dispatcher, raise_latency_budget
 from service.errors import Overloaded
 
 FULL_BATCHES = 3  # a queued request may wait this many full-size model calls before it is shed
