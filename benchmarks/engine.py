@@ -31,9 +31,11 @@ from PIL import Image
 from torch import nn
 
 from service.config import Settings, worker_cores
+from service.core.classifier import softmax, top_k
+from service.core.forecaster import Forecaster
+from service.core.interface import Loaded
 from service.core.preprocess import preprocess_many
 from service.core.runtime import ARTIFACTS, Session, io_names, load_session
-from service.core.served import Forecaster, Loaded, softmax, top_k
 from zoo.spec import Spec
 
 BATCHES = (1, 8, 64)

@@ -21,8 +21,10 @@ from benchmarks.engine import (
     png_pool,
 )
 from service.config import Settings
+from service.core.classifier import softmax
+from service.core.forecaster import Forecaster
+from service.core.interface import Loaded
 from service.core.preprocess import preprocess_many
-from service.core.served import Forecaster, Loaded, softmax
 from training.checkpoint import save_checkpoint
 from training.models import build_model, config_to_dict, model_config
 from training.specs import make_spec

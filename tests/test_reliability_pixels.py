@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from service.config import Settings
+from service.core.classifier import ImageClassifier
 from service.core.preprocess import preprocess_many
-from service.core.served import ImageClassifier
 from service.errors import TooLarge
 from training.specs import make_spec
 

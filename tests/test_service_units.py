@@ -17,8 +17,8 @@ from export.pipeline import build_artifacts
 from service.config import ConfigError, Settings, worker_cores
 from service.core.band import band_warning, fit_sine
 from service.core.batching import Batcher
+from service.core.classifier import softmax, top_k
 from service.core.runtime import cuda_device_count, load_session
-from service.core.served import softmax, top_k
 from service.errors import BadRequest, Overloaded
 from service.http.oip_codec import encode_response, parse_infer
 from training.models import build_model

@@ -24,8 +24,8 @@ from fastapi import FastAPI, File, UploadFile
 from fastapi.responses import JSONResponse
 
 from benchmarks.baselines import family_paths, serve
+from service.core.classifier import TOP_K, softmax, top_k
 from service.core.preprocess import preprocess_many
-from service.core.served import TOP_K, softmax, top_k
 from service.errors import ServiceError
 from zoo.families import FAMILIES
 from zoo.spec import Spec

@@ -38,7 +38,8 @@ from service.control.store import (
     latest_entries,
     list_entries,
 )
-from service.core.served import Forecaster, ImageClassifier, build_served_model
+from service.core.interface import ServedModel
+from service.core.served import build_served_model
 from service.errors import (
     InvalidModelName,
     LoadFailed,
@@ -65,9 +66,6 @@ LOAD_WAIT_S = 600.0  # a load/unload request waits this long for every worker (a
 # Young-generation collections run every GC_THRESHOLD[0] net allocations; Python's default (700) means
 # several collections per HTTP request on this stack (service/README.md, "Per-request overhead").
 GC_THRESHOLD = (20_000, 20, 20)
-
-Model = ImageClassifier | Forecaster
-
 
 def settle_heap() -> None:
     """After start-up: move everything alive into the permanent generation and space out collections.
@@ -112,7 +110,7 @@ def _check_names(name: str, version: str | None) -> None:
 class Served:
     """A model routed to in this worker, with its in-flight request count."""
 
-    model: Model
+    model: ServedModel
     version: str
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -171,7 +169,7 @@ class Zoo:
         await asyncio.gather(*(self._drop(name) for name in gone))
         for name, tag in desired.models.items():
             served = self.served.get(name)
-            if served is not None and served.model.m.tag == tag:
+            if served is not None and served.model.tag == tag:
                 continue
             await self._load(name, tag)  # a failed one is tried again only when the desired set changes
 
@@ -213,22 +211,20 @@ class Zoo:
         finally:
             if self.draining.get(name) == served.version:
                 del self.draining[name]
-        logger.info("%s unloaded (worker %d)", served.model.m.tag, self.worker)
+        logger.info("%s unloaded (worker %d)", served.model.tag, self.worker)
 
     @staticmethod
     async def _close(served: Served) -> None:
         while served.in_flight:
             served.idle.clear()
             await served.idle.wait()
-        if isinstance(served.model, ImageClassifier):
-            served.model.batcher.shutdown()
+        served.model.close()
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for served in self.served.values():
-            if isinstance(served.model, ImageClassifier):
-                served.model.batcher.shutdown()
+            served.model.close()
 
     def _publish(self) -> None:
         models = {name: {"version": v, "state": UNLOADING, "reason": ""} for name, v in self.draining.items()}
@@ -252,7 +248,7 @@ class Zoo:
                    for st in statuses)
 
     @asynccontextmanager
-    async def use(self, name: str, version: str | None = None, alias: bool = False) -> AsyncIterator[Model]:
+    async def use(self, name: str, version: str | None = None, alias: bool = False) -> AsyncIterator[ServedModel]:
         """The served model for one request; an unload waits until the request is answered.
         ``alias``: the family route for the model stored under the family's name (503 with how to
         add it when the store lacks it, as those routes always answered)."""
@@ -265,7 +261,7 @@ class Zoo:
             if not served.in_flight:
                 served.idle.set()
 
-    async def get(self, name: str, version: str | None = None) -> Model:
+    async def get(self, name: str, version: str | None = None) -> ServedModel:
         """The served model (for a request that does not hold it: metadata, readiness)."""
         return (await self._lookup(name, version, False)).model
 

@@ -27,19 +27,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.core import limits
-from service.core.served import Forecaster, ImageClassifier, softmax, top_k
+from service.core.interface import ServedModel
 from service.errors import (
     BadRequest,
     InvalidModelName,
     ModelUnavailable,
     NotInStore,
     ServiceError,
-    TooLarge,
 )
 from service.http.oip_codec import (
     HEADER_LENGTH,
     InferRequest,
-    Tensor,
     encode_response,
     parse_infer,
 )
@@ -61,23 +59,11 @@ def _version(request: Request) -> str | None:
     return request.path_params.get("version")
 
 
-def metadata(name: str, model: ImageClassifier | Forecaster) -> dict[str, Any]:
-    s = model.m.session
+def metadata(name: str, model: ServedModel) -> dict[str, Any]:
+    s = model.session
     platform = "onnxruntime_onnx" if s.runtime == "onnx" else "pytorch_torchscript"
-    version = model.m.version
-    if isinstance(model, ImageClassifier):
-        shape = model.spec.image.input_shape()
-        inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]},
-                  {"name": "images", "datatype": "BYTES", "shape": [-1]}]
-        outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, model.spec.num_classes]}]
-    else:
-        sq = model.seq
-        state = [sq.num_layers, -1, sq.hidden_size]  # (layers, N, hidden)
-        inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 1]},
-                  *({"name": n, "datatype": "FP32", "shape": state} for n in sq.state_names)]
-        outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1, 1]},
-                   *({"name": f"{n}_out", "datatype": "FP32", "shape": state} for n in sq.state_names)]
-    return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs,
+    inputs, outputs = model.tensor_metadata()
+    return {"name": name, "versions": [model.version], "platform": platform, "inputs": inputs, "outputs": outputs,
             "parameters": {"family": model.spec.family, "artifact": s.artifact, "provider": s.provider,
                            "spec": model.spec.to_dict()}}
 
@@ -119,63 +105,7 @@ async def model_ready(request: Request) -> Response:
     return JSONResponse({"name": name, "ready": True})
 
 
-def _float_input(t: Tensor, expected: list[int]) -> np.ndarray:
-    """Check an FP32 tensor against an expected shape (-1 = any); the error names both."""
-    if t.datatype != "FP32":
-        raise BadRequest(f"input {t.name!r}: datatype must be FP32, got {t.datatype}")
-    if len(t.shape) != len(expected) or any(e != -1 and e != s for e, s in zip(expected, t.shape)):
-        raise BadRequest(f"input {t.name!r}: shape {t.shape} does not match {expected} (-1: any size)")
-    if not np.isfinite(t.value).all():
-        raise BadRequest(f"input {t.name!r}: contains NaN or infinite values")
-    return t.value.astype(np.float32, copy=False)
-
-
-def _only(req: InferRequest, allowed: set[str]) -> None:
-    unknown = sorted(set(req.inputs) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown input(s) {unknown}; this model takes {sorted(allowed)}")
-
-
-async def _infer_image(model: ImageClassifier, req: InferRequest) -> dict[str, np.ndarray]:
-    _only(req, {"input", "images"})
-    if len(req.inputs) != 1:
-        raise BadRequest("send exactly one of 'input' (FP32 tensor) or 'images' (BYTES, encoded image files)")
-    limit = model.settings.max_images
-    if "images" in req.inputs:
-        t = req.inputs["images"]
-        if t.datatype != "BYTES" or len(t.shape) != 1:
-            raise BadRequest(f"input 'images': must be BYTES of shape [N], got {t.datatype} {t.shape}")
-        if len(t.value) > limit:
-            raise TooLarge(f"input 'images': {len(t.value)} images is over the cap of {limit} (MODEL_ZOO_MAX_IMAGES)")
-        if not t.value:
-            raise BadRequest("input 'images': no images")
-        x = await model.prepare([(None, b) for b in t.value])  # pixel caps per image and per request
-    else:
-        x = _float_input(req.inputs["input"], [-1, *model.spec.image.input_shape()])
-        if len(x) == 0:
-            raise BadRequest("input 'input': batch of 0 items")
-        limits.items(len(x), "input 'input'", model.settings)
-    return {"logits": await model.logits(np.ascontiguousarray(x))}
-
-
-async def _infer_forecast(model: Forecaster, req: InferRequest) -> dict[str, np.ndarray]:
-    sq = model.seq
-    _only(req, {"x", *sq.state_names})
-    if "x" not in req.inputs:
-        raise BadRequest("input 'x' (FP32, shape [N, T, 1]) is required")
-    x = _float_input(req.inputs["x"], [-1, -1, 1])
-    n, steps = x.shape[0], x.shape[1]
-    if n == 0 or not 1 <= steps <= sq.max_history:
-        raise BadRequest(f"input 'x': need N >= 1 and 1 <= T <= {sq.max_history}, got shape {list(x.shape)}")
-    limits.series(n, steps, model.settings)
-    feeds = {"x": x, **model.zero_state(n)}
-    for s in sq.state_names:
-        if s in req.inputs:
-            feeds[s] = _float_input(req.inputs[s], [sq.num_layers, n, sq.hidden_size])
-    return await asyncio.to_thread(model.m.session.run, feeds)
-
-
-def _output_tensors(model: ImageClassifier | Forecaster, req: InferRequest,
+def _output_tensors(model: ServedModel, req: InferRequest,
                     results: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], Any, bool]]:
     binary_default = bool(req.parameters.get("binary_data_output", False))
     wanted = req.outputs or [{"name": n} for n in results]
@@ -188,12 +118,8 @@ def _output_tensors(model: ImageClassifier | Forecaster, req: InferRequest,
         value = results[name]
         k = params.get("classification")
         if k is not None:
-            if not isinstance(model, ImageClassifier):
-                raise BadRequest(f"output {name!r}: the classification extension applies to image models only")
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise BadRequest(f"output {name!r}: 'classification' must be a positive integer, got {k!r}")
-            k = min(k, model.spec.num_classes)
-            rows = top_k(softmax(value), model.spec.labels, k)
+            rows = model.classification(name, value, k)  # 400 from a model without the extension
+            k = len(rows[0]) if rows else k  # at most the model's classes
             strings = [f"{e['score']:.6f}:{e['index']}:{e['label']}".encode() for row in rows for e in row]
             out.append(({"name": name, "datatype": "BYTES", "shape": [len(rows), k]}, strings, binary))
         else:
@@ -210,11 +136,8 @@ async def infer(request: Request) -> Response:
             # a large JSON body takes the parser a good part of a second: not on the event loop
             big = len(raw) > limits.OFF_LOOP_BYTES
             req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
-            if isinstance(model, ImageClassifier):
-                results = await _infer_image(model, req)
-            else:
-                results = await _infer_forecast(model, req)
-            header: dict[str, Any] = {"model_name": name, "model_version": model.m.version}
+            results = await model.predict_tensors(await model.decode_tensors(req))
+            header: dict[str, Any] = {"model_name": name, "model_version": model.version}
             if req.id is not None:
                 header["id"] = req.id
 

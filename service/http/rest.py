@@ -2,17 +2,17 @@
 
 The same request and answer as the family routes (``/classify_digit`` ... ``/forecast_sine``, which
 service/app.py keeps as aliases for the model stored under the family's own name), for any
-model the server serves, each with its own labels and preprocessing from its spec. Request path for
-images: the form is parsed with the caps (service/http/uploads.py) -> each file is decoded and
-preprocessed (a bad file gets its own 4xx naming it) -> the tensor joins other requests in the
-model's adaptive batcher -> softmax/top-k/labels.
+model the server serves, each with its own labels and preprocessing from its spec. Request path (the
+served-model interface, service/core/interface.py): the body is parsed as the model's ``payload``
+says (images: the form, with the caps of service/http/uploads.py) -> ``decode`` (a bad file gets its
+own 4xx naming it) -> ``predict`` (image tensors join other requests in the model's adaptive batcher)
+-> ``encode`` (softmax/top-k/labels, or the forecast).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
-from service.core.served import Forecaster, ImageClassifier
+from service.core.interface import ServedModel
 from service.errors import BadRequest, NotFound, ServiceError
 from service.http.responses import error_response, json_response
 from service.http.uploads import Uploads, read_uploads
@@ -52,53 +52,50 @@ def _zoo() -> Any:
     return bentoml.get_current_service().zoo
 
 
-def _wrong_task(name: str, model: Any, wanted: str) -> NotFound:
-    have = "classify" if isinstance(model, ImageClassifier) else "forecast"
-    return NotFound(f"model {name!r} is a {model.spec.family} model: it answers POST /models/{name}/{have}, "
+async def _read_images(request: Request) -> Uploads:
+    return await read_uploads(request, settings().max_images)
+
+
+async def _read_history(request: Request) -> ForecastBody | ServiceError:
+    try:
+        return parse_forecast(await request.body())
+    except BadRequest as problem:
+        return problem  # the model's decode raises it, once the model is known
+
+
+# A model's ``payload`` (zoo/families.py Decoder) -> how this edge parses the body of its route.
+READERS: dict[str, Callable[[Request], Awaitable[Any]]] = {"images": _read_images, "history": _read_history}
+
+
+def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
+    return NotFound(f"model {name!r} is a {model.spec.family} model: it answers POST /models/{name}/{model.verb}, "
                     f"not /{wanted}")
 
 
-async def classify(zoo: Any, name: str, uploads: Uploads | None, request: Request | None = None,
-                   alias: bool = False) -> Response:
-    """Classify the uploads (or the form of ``request``, read only once the model is known)."""
+async def answer(zoo: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
+                 alias: bool = False) -> Response:
+    """One REST inference: ``payload`` as parsed by BentoML (the family routes), or the body of
+    ``request``, read only once the model is known."""
     try:
         async with zoo.use(name, alias=alias) as model:
-            if not isinstance(model, ImageClassifier):
-                raise _wrong_task(name, model, "classify")
-            if uploads is None:
-                uploads = await read_uploads(request, settings().max_images)
-            if uploads.error is not None:
-                raise uploads.error
-            return json_response(await model.classify(uploads.files))
+            if model.verb != verb:
+                raise _wrong_verb(name, model, verb)
+            if payload is None:
+                payload = await READERS[model.payload](request)
+            item = await model.decode(payload)
+            return json_response(model.encode(item, await model.predict(item)))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
         return Response(status_code=400)
 
 
-async def forecast(zoo: Any, name: str, body: ForecastBody | ServiceError | None, request: Request | None = None,
-                   alias: bool = False) -> Response:
-    try:
-        async with zoo.use(name, alias=alias) as model:
-            if not isinstance(model, Forecaster):
-                raise _wrong_task(name, model, "forecast")
-            if body is None:
-                body = parse_forecast(await request.body())
-            if isinstance(body, ServiceError):
-                raise body
-            return json_response(await asyncio.to_thread(model.answer, body.history, body.steps))
-    except ServiceError as exc:
-        return error_response(exc)
-    except ClientDisconnect:  # as above
-        return Response(status_code=400)
-
-
 async def classify_route(request: Request) -> Response:
-    return await classify(_zoo(), request.path_params["name"], None, request)
+    return await answer(_zoo(), request.path_params["name"], "classify", request=request)
 
 
 async def forecast_route(request: Request) -> Response:
-    return await forecast(_zoo(), request.path_params["name"], None, request)
+    return await answer(_zoo(), request.path_params["name"], "forecast", request=request)
 
 
 ROUTES = [
