@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.launch import free_port, spawn, spawn_service
+from devtools.launch import free_port, spawn, spawn_service
 from benchmarks.loadgen import run_wrk
 from benchmarks.report import machine
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.launch import start_service
+from devtools.launch import start_service
 
 
 def measure(home: Path, workers: int, models: str | None, log: Path, settle_s: float = 3.0) -> dict:

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from benchmarks.reliability.load import Load, bodies_for, summarise
-from benchmarks.launch import ONE_WORKER, Server, spawn_service, start_service
+from devtools.launch import ONE_WORKER, Server, spawn_service, start_service
 
 BREAKS = ("missing", "corrupt", "wrong-family")
 

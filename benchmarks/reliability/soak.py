@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.launch import ONE_WORKER, Server, start_service
+from devtools.launch import ONE_WORKER, Server, start_service
 from benchmarks.reliability.load import Load, bodies_for
 from clients.bench import run_level
 
