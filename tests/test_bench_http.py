@@ -81,10 +81,10 @@ def test_bad_arguments_are_one_line_errors():
 
 
 def test_floor_measures_both_frameworks_on_the_same_route(tmp_path):
-    """``python -m benchmarks.floor``: each server answers the echo route correctly (the command exits 1
+    """``python -m benchmarks.studies.floor``: each server answers the echo route correctly (the command exits 1
     otherwise), and the report has a p50 per server and the difference."""
     out = tmp_path / "floor.md"
-    cmd = [sys.executable, "-m", "benchmarks.floor", "--servers", "fastapi,bentoml-lean", "--rounds", "1",
+    cmd = [sys.executable, "-m", "benchmarks.studies.floor", "--servers", "fastapi,bentoml-lean", "--rounds", "1",
            "--duration", "1", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,13 +102,13 @@ def test_floor_measures_both_frameworks_on_the_same_route(tmp_path):
     (["--rounds", "0"], "need servers, --rounds >= 1 and --duration > 0"),
 ])
 def test_floor_refuses_bad_arguments_naming_them(args, says):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.floor", *args], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.studies.floor", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(says), proc.stderr
 
 
 def test_floor_summary_is_the_median_per_server():
-    from benchmarks.floor import render, summary
+    from benchmarks.studies.floor import render, summary
 
     recs = [{"server": s, "round": r, "p50_ms": p, "p99_ms": 2 * p, "requests_per_s": 1000 / p, "client_cpu_pct": 3.0}
             for s, r, p in (("fastapi", 1, 0.5), ("fastapi", 2, 0.7), ("fastapi", 3, 0.6),

@@ -100,9 +100,9 @@ def test_specs_round_trip():
 
 
 def test_sine_bound_ideal_fit_is_exact_without_noise_and_degrades_with_it():
-    # the least-squares bound of benchmarks/sine_bound.py: noiseless histories are extrapolated almost
+    # the least-squares bound of benchmarks/studies/sine_bound.py: noiseless histories are extrapolated almost
     # exactly (grid resolution only); history noise 0.01 costs orders of magnitude on the 40-step rollout
-    from benchmarks.sine_bound import first_step_mse, ideal_rollout_mse
+    from benchmarks.studies.sine_bound import first_step_mse, ideal_rollout_mse
 
     clean = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.0, n=200)
     noisy = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.01, n=200)
@@ -113,8 +113,8 @@ def test_sine_bound_ideal_fit_is_exact_without_noise_and_degrades_with_it():
 
 
 def test_sine_band_grid_original_example_and_choice():
-    # benchmarks/sine_band.py: bands centred on 0.204 rad per step, the original example's samples, the pick
-    from benchmarks.sine_band import ORIGINAL, band, choose, grid_windows, original_example
+    # benchmarks/studies/sine_band.py: bands centred on 0.204 rad per step, the original example's samples, the pick
+    from benchmarks.studies.sine_band import ORIGINAL, band, choose, grid_windows, original_example
 
     assert band(0.004) == (2.02, 2.06) and ORIGINAL == pytest.approx(0.20408, abs=1e-5)
     x = original_example(4)[:, :, 0].numpy()  # (4, 50)
