@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from devtools.launch import ONE_WORKER, Server, start_service
-from benchmarks.reliability.load import Load, bodies_for
+from devtools.load import Load, bodies_for
 from clients.bench import run_level
 
 # (endpoint, images per request, users): the clients.bench streams
