@@ -42,7 +42,7 @@ debs = @missing=$$(for t in $(1); do command -v $$(echo $$t | cut -d: -f1) >/dev
 
 # `kubectl kustomize` builds deploy/k8s (Debian's kubernetes-client when the host has no kubectl);
 # tests/test_ui.py drives the browser demo in headless Chromium with its chromedriver; the benchmarks'
-# load generator is wrk (tests/test_bench_http.py runs it).
+# load generator is wrk (benchmarks/tests/test_commands.py runs it).
 kubectl:
 	$(call debs,kubectl:kubernetes-client)
 chromium:

@@ -1,5 +1,5 @@
 """The servers the HTTP part measures (the service and its naive peers), one at a time, started with
-the one server helper (benchmarks/launch.py): ``Server.cpu_seconds`` sums user+system time over a
+the one server helper (devtools/launch.py): ``Server.cpu_seconds`` sums user+system time over a
 server's process tree, so the report can show how much of the 2 cores each side used. ``Profiler`` attaches py-spy to a running
 server for a missed target.
 """
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.launch import BIN, Server, ServerError, free_port, spawn, spawn_service
+from devtools.launch import BIN, Server, ServerError, free_port, spawn, spawn_service
 from benchmarks.store import BenchError, StoredModel
 
 __all__ = ["Profiler", "Server", "free_port", "start_naive", "start_naive_ort", "start_service"]

@@ -6,7 +6,7 @@
   trained by the sine-rnn recipe's ``--quick`` (the default band) and an untrained transfer ResNet-18, all exported and registered
   through the real exporter CLI (``python -m export``). Answers are compared with eager PyTorch on the
   same checkpoints and real MNIST test images (``eager_probs``, ``eager_forecast``).
-- ``serve``: any further test server, started with the one server helper (benchmarks/launch.py);
+- ``serve``: any further test server, started with the one server helper (devtools/launch.py);
   ``home_over`` gives it a home of its own over the shared store.
 """
 
@@ -26,7 +26,7 @@ import torch
 from fixtures_data import mnist_data_dir, write_image_folder
 from PIL import Image
 
-from benchmarks.launch import ONE_WORKER, ROOT, Server, home_over, spawn_service
+from devtools.launch import ONE_WORKER, ROOT, Server, home_over, spawn_service
 from export.pipeline import validation_samples
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import mnist_tensors

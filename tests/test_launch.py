@@ -1,4 +1,4 @@
-"""The one server helper (benchmarks/launch.py) on tiny stand-in servers: ready, failed start, stop."""
+"""The one server helper (devtools/launch.py) on tiny stand-in servers: ready, failed start, stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.launch import ServerError, free_port, spawn
+from devtools.launch import ServerError, free_port, spawn
 
 # A server that answers /readyz 503 twice, then 200, and starts a child process (like BentoML's workers).
 SERVER = """

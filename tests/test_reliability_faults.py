@@ -1,4 +1,4 @@
-"""Faults against a real ``bentoml serve`` on the session's exported store (benchmarks/reliability).
+"""Faults against a real ``bentoml serve`` on the session's exported store (devtools/faults.py).
 
 Short versions of ``python -m benchmarks.reliability.faults`` (figures in docs/reliability.md):
 a worker SIGKILLed under load is replaced and the service answers again by itself; SIGTERM under
@@ -15,7 +15,7 @@ import sys
 import pytest
 from harness import ROOT, serve, sibling_home
 
-from benchmarks.reliability.faults import (
+from devtools.faults import (
     BREAKS,
     break_store,
     kill_worker,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from harness import ROOT, eager_probs, post_images, sibling_home
 
-from benchmarks.launch import BIN, spawn_service
+from devtools.launch import BIN, spawn_service
 from service.http.pages import FILES, UI_DIR
 
 pytestmark = pytest.mark.slow

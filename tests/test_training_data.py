@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -97,35 +96,3 @@ def test_specs_round_trip():
     assert make_spec("mnist-mlp").image.input_shape() == [784]
     assert make_spec("transfer-resnet18", classes=["x"]).image.resize_shorter == 256
     assert math.isclose(make_spec("sine-rnn").sequence.dt, 0.1)
-
-
-def test_sine_bound_ideal_fit_is_exact_without_noise_and_degrades_with_it():
-    # the least-squares bound of benchmarks/sine_bound.py: noiseless histories are extrapolated almost
-    # exactly (grid resolution only); history noise 0.01 costs orders of magnitude on the 40-step rollout
-    from benchmarks.sine_bound import first_step_mse, ideal_rollout_mse
-
-    clean = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.0, n=200)
-    noisy = ideal_rollout_mse((0.5, 2.0), (0.5, 1.5), 0.1, sigma=0.01, n=200)
-    assert clean.shape == (200,) and clean.mean() < 1e-4 and noisy.mean() > 100 * clean.mean()
-    # step 0 cannot see the slope: its floor is about E[a^2] (f dt)^2 / 2, far above 0, and grows with f * dt
-    slow, fast = first_step_mse((0.5, 2.0), (0.5, 1.5), 0.1), first_step_mse((3.0, 6.0), (0.5, 1.5), 0.1)
-    assert 3e-3 < slow < 3e-2 and fast > 5 * slow
-
-
-def test_sine_band_grid_original_example_and_choice():
-    # benchmarks/sine_band.py: bands centred on 0.204 rad per step, the original example's samples, the pick
-    from benchmarks.sine_band import ORIGINAL, band, choose, grid_windows, original_example
-
-    assert band(0.004) == (2.02, 2.06) and ORIGINAL == pytest.approx(0.20408, abs=1e-5)
-    x = original_example(4)[:, :, 0].numpy()  # (4, 50)
-    np.testing.assert_allclose(x[0], np.sin(np.linspace(0, 10, 50)), atol=1e-6)
-    np.testing.assert_allclose(x[2], np.sin(np.pi + np.linspace(0, 10, 50)), atol=1e-6)
-    w, rows = grid_windows(0.2, 0.21, (0.5, 1.5), n_freq=3, n_phase=2)
-    assert w.shape == (12, 50, 1) and sorted(set(rows[:, 0])) == pytest.approx([0.2, 0.205, 0.21])
-    np.testing.assert_allclose(w[-1, :, 0].numpy(), 1.5 * np.sin(0.21 * np.arange(50) + np.pi), atol=1e-6)
-    runs = [{"cell": "lstm", "hidden": 16, "params": 1249, "width": 0.004, "worst": 5e-4, "budget_s": 120},
-            {"cell": "gru", "hidden": 32, "params": 3297, "width": 0.008, "worst": 9e-4, "budget_s": 120},
-            {"cell": "rnn", "hidden": 16, "params": 321, "width": 0.008, "worst": 8e-4, "budget_s": 120},
-            {"cell": "rnn", "hidden": 16, "params": 321, "width": 0.016, "worst": 5e-4, "budget_s": 15},  # screen run
-            {"cell": "lstm", "hidden": 64, "params": 17000, "width": 0.016, "worst": 2e-3, "budget_s": 120}]
-    assert choose(runs, 120) is runs[2] and choose(runs[-1:], 120) is None

@@ -18,7 +18,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # wh
 # Sine windows: a * sin(f * t + phase), f in rad per time unit, t = k * dt.
 # A band around 0.204 rad per step (f 2.04 at dt 0.1: sin(t) sampled at 50 points over 10 time units,
 # the original example), any amplitude in 0.5-1.5, random phase. The band is the widest whose worst
-# 40-step rollout after 10 points stays within MSE 1e-3 (README "Training", benchmarks/sine_band.py).
+# 40-step rollout after 10 points stays within MSE 1e-3 (README "Training", benchmarks/studies/sine_band.py).
 SINE_DEFAULTS: dict[str, Any] = {"freq_range": (2.035, 2.045), "amp_range": (0.5, 1.5), "dt": 0.1}
 
 

@@ -1,5 +1,5 @@
 """Reference servers the benchmark measures the service against (naive_server.py, naive_ort_server.py), and
-the one-route echo servers of benchmarks/floor.py (echo.py)."""
+the one-route echo servers of benchmarks/studies/floor.py (echo.py)."""
 
 from __future__ import annotations
 

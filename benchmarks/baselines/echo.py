@@ -1,4 +1,4 @@
-"""One trivial JSON route, ``POST /echo {"x": int} -> {"y": x}``, served three ways (benchmarks/floor.py).
+"""One trivial JSON route, ``POST /echo {"x": int} -> {"y": x}``, served three ways (benchmarks/studies/floor.py).
 
 - ``app``: FastAPI under uvicorn, the framework of the naive peers (``python -m uvicorn benchmarks.baselines.echo:app``).
 - ``EchoLean``: a BentoML 1.4 service with the settings service/app.py uses for its inference routes

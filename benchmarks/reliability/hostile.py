@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.launch import ONE_WORKER, Server, home_over, start_service
+from devtools.launch import ONE_WORKER, Server, home_over, start_service
 
 TOKEN = "hostile-probe-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.launch import ONE_WORKER, Server, start_service
-from benchmarks.reliability.load import Load, bodies_for
+from devtools.launch import ONE_WORKER, Server, start_service
+from devtools.load import Load, bodies_for
 from clients.bench import run_level
 
 # (endpoint, images per request, users): the clients.bench streams

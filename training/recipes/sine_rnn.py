@@ -7,9 +7,9 @@ units). Teacher-forced training with noisy inputs (targets clean), Adam + OneCyc
 
 The band is narrow because a 40-step rollout after a 10-point history needs the frequency read to a
 fraction of a percent (a frequency error grows into a phase error along the rollout); the band, cell
-and size were chosen by ``python -m benchmarks.sine_band`` and the figures are in the README
+and size were chosen by ``python -m benchmarks.studies.sine_band`` and the figures are in the README
 ("Training"), next to that command. ``--freq-range`` trains a wider band at that cost;
-``python -m benchmarks.sine_bound`` gives the ideal least-squares bound for any band.
+``python -m benchmarks.studies.sine_bound`` gives the ideal least-squares bound for any band.
 The forecast plot (``forecast.png``) shows a rollout after a 10-point history against the true curve.
 """
 

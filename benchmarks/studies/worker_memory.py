@@ -1,7 +1,7 @@
 """What each server worker costs in memory: start ``bentoml serve`` with 1..N workers over a model
 store, wait for ``/readyz``, and read every process's RSS, PSS and USS (psutil, Linux smaps).
 
-    python -m benchmarks.worker_memory --home ~/bentoml --workers 1,2 [--models mnist-mlp,sine-rnn]
+    python -m benchmarks.studies.worker_memory --home ~/bentoml --workers 1,2 [--models mnist-mlp,sine-rnn]
 
 USS is what a worker alone holds (freed if it exits); PSS shares the pages it maps with others
 (Python's and ONNX Runtime's code) among the processes that map them, so the PSS column sums to
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.launch import start_service
+from devtools.launch import start_service
 
 
 def measure(home: Path, workers: int, models: str | None, log: Path, settle_s: float = 3.0) -> dict:
@@ -39,7 +39,7 @@ def measure(home: Path, workers: int, models: str | None, log: Path, settle_s: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.worker_memory", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.worker_memory", description=__doc__.split("\n\n")[0])
     p.add_argument("--home", required=True, type=Path, help="BENTOML_HOME holding the models")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     p.add_argument("--models", help="MODEL_ZOO_MODELS for the run (default: every stored model of a known family)")

@@ -1,7 +1,7 @@
 """Measure the default training recipes against the issue's targets.
 
-    python -m benchmarks.train_targets [--families mnist-mlp sine-rnn] [--seeds 0 1 2] [--json PATH] [--strict]
-    python -m benchmarks.train_targets --quick     # the --quick recipes of all four families
+    python -m benchmarks.studies.train_targets [--families mnist-mlp sine-rnn] [--seeds 0 1 2] [--json PATH] [--strict]
+    python -m benchmarks.studies.train_targets --quick     # the --quick recipes of all four families
 
 Each family's *default* recipe runs as a user would run it (``python -m training FAMILY``, in a
 fresh process, so wall time includes start-up and data loading) on this machine's CPU. Targets:
@@ -10,7 +10,7 @@ fresh process, so wall time includes start-up and data loading) on this machine'
 - sine-rnn: one-step MSE over whole held-out 50-point windows <= 1e-3, MSE of a 40-step
   autoregressive rollout after a 10-point history <= 1e-3 on held-out windows, on the worst point of
   a grid of frequencies x phases x amplitudes across the trained band, and on the original example
-  (sin(t) at 50 points over 10 time units, worst of 8 start points; benchmarks/sine_band.py), wall
+  (sin(t) at 50 points over 10 time units, worst of 8 start points; benchmarks/studies/sine_band.py), wall
   <= 120 s on 2 CPU cores.
 - cifar10-resnet18 (stated, not run: CIFAR-10 is not downloadable here): the default recipe is the
   standard one (SGD Nesterov 0.9, wd 5e-4, OneCycle to 0.2, crop+flip, AMP, batch 512, 35 epochs),
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WALL_LIMIT_S = {"mnist-mlp": 60.0, "sine-rnn": 120.0}
 QUICK_LIMIT_S = 120.0
 QUICK_METRIC = {"mnist-mlp": "test_acc", "sine-rnn": "rollout_mse", "cifar10-resnet18": "test_acc",
@@ -75,7 +75,7 @@ def run_recipe(family: str, workdir: Path, extra: list[str]) -> dict:
         raise SystemExit(f"{family}: training failed (exit {proc.returncode}): {tail}")
     metrics = json.loads((workdir / family / "metrics.json").read_text())
     if family == "sine-rnn":
-        from benchmarks.sine_band import score
+        from benchmarks.studies.sine_band import score
 
         graded = score(workdir / family / "best.pt")
         metrics.update(rollout_grid_worst=graded["worst"], rollout_original_worst=graded["original_worst"])

@@ -1,6 +1,6 @@
 """How well can *any* forecaster do on sine-rnn's rollout task? A least-squares lower bound.
 
-    python -m benchmarks.sine_bound [--freq-range 0.5 2.0] [--amp-range 0.5 1.5] [--dt 0.1] [--sigma 0.003 0.01]
+    python -m benchmarks.studies.sine_bound [--freq-range 0.5 2.0] [--amp-range 0.5 1.5] [--dt 0.1] [--sigma 0.003 0.01]
 
 The issue's target is MSE <= 1e-3 for a 40-step rollout after a 10-point history. A forecaster sees
 10 points of ``a * sin(f * t + phase)``; here an ideal one fits (f, a, phase) to them by least squares

@@ -1,8 +1,8 @@
 """Which sine-rnn band, cell and size forecast the original example within MSE 1e-3?
 
-    python -m benchmarks.sine_band [--jobs 2] [--lock /work/bench.lock] [--out benchmarks/results/sine_band]
-    python -m benchmarks.sine_band --runs lstm-16:0.001 --calibration OUT/results.json --out OUT2   # more points
-    python -m benchmarks.sine_band --merge OUT/results.json OUT2/results.json --out OUT3              # one table
+    python -m benchmarks.studies.sine_band [--jobs 2] [--lock /work/bench.lock] [--out benchmarks/results/sine_band]
+    python -m benchmarks.studies.sine_band --runs lstm-16:0.001 --calibration OUT/results.json --out OUT2   # more points
+    python -m benchmarks.studies.sine_band --merge OUT/results.json OUT2/results.json --out OUT3              # one table
 
 The original example samples ``sin(t)`` at 50 evenly spaced points over 10 time units: 10/49 =
 0.204 rad per step. Every run trains the sine-rnn recipe (``python -m training sine-rnn``, fresh
@@ -44,7 +44,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ORIGINAL = 10 / 49  # rad per step: sin(t) at 50 evenly spaced points over 10 time units
 CENTER = 0.204  # rad per step, the bands' centre (ORIGINAL rounded, so band edges are round numbers)
 DT = 0.1  # the recipe's time step; the band is stated in rad per step and passed as rad per time unit

@@ -1,6 +1,6 @@
 """What each HTTP framework costs per request on its own: FastAPI vs BentoML 1.4 on a route that does nothing.
 
-    python -m benchmarks.floor [--duration 10] [--rounds 3] [--out docs/bench/floor.md]
+    python -m benchmarks.studies.floor [--duration 10] [--rounds 3] [--out docs/bench/floor.md]
 
 The naive peers of ``make bench`` are FastAPI apps under uvicorn; the service is a BentoML 1.4
 service (also uvicorn inside, with BentoML's ASGI stack and API wrapper around the route). At one
@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.launch import free_port, spawn, spawn_service
+from devtools.launch import free_port, spawn, spawn_service
 from benchmarks.loadgen import run_wrk
 from benchmarks.report import machine
 
@@ -104,7 +104,7 @@ def render(records: list[dict[str, Any]], command: str, mach: dict[str, Any], lo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.floor", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.floor", description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per timed run (default 10)")
     p.add_argument("--rounds", type=int, default=3, help="runs per server, order reversed each round (default 3)")
     p.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "home").mkdir()
         records = measure(kinds, args.rounds, args.duration, work)
     load_end = [round(x, 2) for x in os.getloadavg()]
-    command = "python -m benchmarks.floor " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.studies.floor " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(records, command.strip(), mach, load_end)
     print(text)
     if args.out:

@@ -271,7 +271,7 @@ def test_gpu_script_cpu_fallback(tmp_path):
     import json
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--cpu", "--quick", "--families", "mnist-mlp",
                            "--out-dir", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
