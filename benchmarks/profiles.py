@@ -23,7 +23,7 @@ import numpy as np
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model inference (runtime.run)", ("onnxruntime/", "service/core/runtime.py", "torch/jit")),
     ("decode + preprocess (PIL, numpy)", ("service/core/preprocess.py", "PIL/")),
-    ("softmax / top-k / JSON response", ("service/core/served.py", "json/", "pydantic", "_bentoml_sdk/io_models")),
+    ("softmax / top-k / JSON response", ("service/core/classifier.py", "json/", "pydantic", "_bentoml_sdk/io_models")),
     ("multipart parsing (uploads)", ("multipart", "formparsers", "service/http/uploads.py")),
     ("adaptive batcher (dispatcher)", ("marshal/dispatcher", "service/core/batching.py")),
     ("BentoML middlewares: metrics, tracing, logging", ("prometheus", "opentelemetry", "logging/", "bentoml/_internal/server/http/")),

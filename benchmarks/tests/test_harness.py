@@ -252,7 +252,7 @@ def test_pyspy_summary_stages(tmp_path):
 
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        'process 11:"bentoml worker";run (asyncio/events.py:80);classify (service/core/served.py:88);'
+        'process 11:"bentoml worker";run (asyncio/events.py:80);classify (service/core/classifier.py:88);'
         "preprocess (/x/service/core/preprocess.py:140);load (PIL/ImageFile.py:290) 30\n"
         'process 11:"bentoml worker";_run_batch (service/core/batching.py:85);run (service/core/runtime.py:130);'
         "run (onnxruntime/capi/onnxruntime_inference_collection.py:266) 50\n"
