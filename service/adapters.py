@@ -1,4 +1,4 @@
-"""The BentoML internals the service relies on where BentoML 1.4 has no public API, in one place.
+"""Every BentoML and uvicorn internal the service relies on, where neither has a public API, in one place.
 
 - ``cork_dispatcher`` / ``raise_latency_budget``: BentoML's adaptive batcher, ``CorkDispatcher``, the one
   ``@bentoml.api(batchable=True)`` uses inside. A batchable API decodes every request before our code
@@ -11,8 +11,20 @@
 - ``bind_api_methods``: BentoML looks an endpoint up on the service instance for every request and
   ``APIMethod.__get__`` rebuilds the call wrapper (with ``inspect.signature``) each time; an instance
   attribute holding the same wrapper wins over that non-data descriptor.
+- ``install_route_labels``: BentoML's traffic metrics middleware is the outermost middleware of the
+  service's app, so it runs before any auth or routing and labels every request with its raw path: each
+  unknown or parameterised path became a new series in every metric file of every worker, without bound.
+  The subclass installed where BentoML's app factory imports it from hands BentoML a copy of the scope
+  whose ``path`` is the route template (service/http/routes.py), and gives the app behind it the real
+  path back.
+- ``install_http_protocol``: uvicorn's only connection timeout is armed after a response, so a
+  connection that never completes its request headers stays open for ever (uvicorn issue #160); our
+  mixins (service/http/connections.py ``HeaderDeadline``, service/http/balance.py ``CountedConnections``)
+  are put over uvicorn's own protocol, entered through ``HTTP_PROTOCOLS["auto"]``, which BentoML's
+  worker uses.
 
-tests/test_bentoml_adapter.py fails, naming the internal (``INTERNALS``), when BentoML changes one.
+tests/test_bentoml_adapter.py, tests/test_reliability_metrics.py and tests/test_reliability_connections.py
+fail, naming the internal (``INTERNALS``), when BentoML or uvicorn changes one.
 """
 
 from __future__ import annotations
@@ -26,7 +38,13 @@ INTERNALS = {
              "getattr(input_spec.from_http_request(...), field)",
     "api_method": "_bentoml_sdk.method.APIMethod.__get__ (a non-data descriptor) and api_endpoint's "
                   "getattr(service_instance, name).local",
+    "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
+    "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle",
 }
+METRICS_INTERNAL = INTERNALS["metrics"]
+PROTOCOL_INTERNAL = INTERNALS["protocol"]
+PROTOCOL_ENTRY = f"{__name__}:HTTPProtocol"  # what uvicorn imports for http="auto" once installed
+_REAL_PATH = "model_zoo.real_path"  # scope key carrying the real path past BentoML's metrics middleware
 
 
 def cork_dispatcher(max_latency_ms: int, max_batch: int, fallback: Callable[[], Any]) -> Any:
@@ -52,3 +70,55 @@ def bind_api_methods(instance: Any, names: Iterable[str]) -> None:
     """Resolve each API's call wrapper once, on the instance."""
     for name in names:
         instance.__dict__[name] = getattr(instance, name)
+
+
+def install_route_labels(labels: Callable[[str], str]) -> type:
+    """Make BentoML's app factory build the metrics middleware that labels by ``labels(path)``."""
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "route_labels", None) is not None:  # installed already (module imported twice)
+        base.route_labels = labels
+        return base
+
+    class TemplatedTrafficMetrics(base):  # type: ignore[misc, valid-type]
+        route_labels = labels
+
+        def __init__(self, app: Any, **kwargs: Any) -> None:
+            super().__init__(_RealPath(app), **kwargs)
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics":
+                scope = {**scope, "path": self.route_labels(scope["path"]), _REAL_PATH: scope["path"]}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = TemplatedTrafficMetrics
+    return TemplatedTrafficMetrics
+
+
+class _RealPath:
+    """Behind BentoML's metrics middleware: the app sees the request's real path again."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if _REAL_PATH in scope:
+            scope = dict(scope)
+            scope["path"] = scope.pop(_REAL_PATH)
+        await self.app(scope, receive, send)
+
+
+HTTPProtocol: type | None = None
+
+
+def install_http_protocol(*mixins: type, **attributes: Any) -> type:
+    """Make uvicorn's ``http="auto"`` (what BentoML's worker uses) resolve to its own protocol under ``mixins``."""
+    global HTTPProtocol
+    import uvicorn.config
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    # AutoHTTPProtocol: httptools' protocol when installed, else h11's; the mixins fit both
+    HTTPProtocol = type("HTTPProtocol", (*mixins, AutoHTTPProtocol), attributes)
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = PROTOCOL_ENTRY
+    return HTTPProtocol

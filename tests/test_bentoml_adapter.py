@@ -57,7 +57,7 @@ def test_endpoint_arguments_are_the_parsed_input_as_it_is():
     assert "input_spec.from_http_request(" in source, INTERNALS["input"]
     assert "getattr(input_data, k) for k in input_data.model_fields" in source, INTERNALS["input"]
 
-    from service.app import ForecastRequest
+    from service.http.aliases import ForecastRequest
     from service.http.uploads import ImageUpload, Uploads
 
     problem = ValueError("carried")

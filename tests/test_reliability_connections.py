@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import inspect
 
-from service.http.connections import ENTRY, INTERNAL, HeaderDeadline
+from service.adapters import PROTOCOL_ENTRY as ENTRY
+from service.adapters import PROTOCOL_INTERNAL as INTERNAL
+from service.http.connections import HeaderDeadline
 
 
 def test_uvicorn_still_resolves_auto_through_its_protocol_table():
@@ -28,7 +30,7 @@ def test_bentoml_worker_uses_uvicorns_default_protocol():
     import _bentoml_impl.worker.service as worker
 
     call = inspect.getsource(worker).split("uvicorn.Config(", 1)[1].split("\n    )", 1)[0]
-    assert "http=" not in call, "BentoML's worker now chooses uvicorn's http protocol: service/http/connections.py " \
+    assert "http=" not in call, "BentoML's worker now chooses uvicorn's http protocol: service/adapters.py " \
                                 f"installs through {INTERNAL} and would be bypassed"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 
-from service.http.routes import INTERNAL, UNMATCHED, RouteLabels, route_templates
+from service.adapters import METRICS_INTERNAL as INTERNAL
+from service.http.routes import UNMATCHED, RouteLabels, route_templates
 
 
 def test_paths_are_labelled_by_their_route_template():
@@ -48,12 +49,12 @@ def test_the_bentoml_internal_the_adapter_relies_on_is_still_there():
         instruments = __import__(module, fromlist=[name])
         installed = getattr(instruments, name)
     except (ImportError, AttributeError) as exc:
-        raise AssertionError(f"BentoML no longer has {INTERNAL}: service/http/routes.py must change ({exc})")
+        raise AssertionError(f"BentoML no longer has {INTERNAL}: service/adapters.py must change ({exc})")
     base = next(c for c in installed.__mro__ if c.__module__ == module)  # BentoML's own, under our subclass
     params = list(inspect.signature(base.__init__).parameters)
     assert params[:2] == ["self", "app"], f"{INTERNAL}.__init__ changed: {params}"
     assert 'endpoint = scope["path"]' in inspect.getsource(base.__call__), \
-        f"{INTERNAL} no longer takes its endpoint label from scope['path']: service/http/routes.py must change"
+        f"{INTERNAL} no longer takes its endpoint label from scope['path']: service/adapters.py must change"
     from _bentoml_impl.server.app import ServiceAppFactory
 
     source = inspect.getsource(ServiceAppFactory.middlewares.fget)

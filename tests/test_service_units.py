@@ -235,3 +235,14 @@ def test_band_warning_names_what_is_outside_and_reads_old_specs():
         del old["sequence"][key]
     seq_old = Spec.from_dict(old).sequence
     assert seq_old.freq_range == (1.98, 2.02) and band_warning(np.sin(0.2 * k), seq_old) is None
+
+
+def test_the_route_table_and_the_openapi_document_agree():
+    """Every route the mounted app serves is described (or a page), and nothing described is unserved."""
+    from service.http import openapi
+    from service.http.routes import MOUNTED, table
+
+    served = {route.path for route in MOUNTED}
+    described = set(openapi.paths())
+    assert served - openapi.UNDOCUMENTED == described, (served - openapi.UNDOCUMENTED) ^ described
+    assert described <= set(table())

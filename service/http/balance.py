@@ -99,7 +99,7 @@ def enable(root: Path, workers: int, index: int) -> ConnectionShare | None:
 
 
 class CountedConnections:
-    """Mixin over uvicorn's HTTP protocol (service/http/connections.py builds the class): counts this worker's connections."""
+    """Mixin over uvicorn's HTTP protocol (service/adapters.py builds the class): counts this worker's connections."""
 
     def connection_made(self, transport: Any) -> None:
         if SHARE is not None:

@@ -1,25 +1,21 @@
-"""A deadline for a connection's request headers: an adapter over uvicorn's HTTP protocol classes.
+"""A deadline for a connection's request headers: a mixin over uvicorn's HTTP protocol classes.
 
 BentoML runs uvicorn, whose only connection timeout is ``timeout_keep_alive`` (``bentoml serve
 --timeout-keep-alive N``, default 5 s), and uvicorn arms it only after a response: a connection that
 never sends a request, or sends its headers a byte at a time, stays open for ever (uvicorn issue #160;
 no setting covers it, and an ASGI middleware only sees a request once its headers are complete).
-``install`` registers a subclass of uvicorn's own protocol that closes a connection whose next request
-headers have not arrived ``MODEL_ZOO_HEADER_TIMEOUT_S`` after it opened or after its last response
-(and counts the worker's connections for service/http/balance.py).
-A request whose headers arrived is never cut by it (slow bodies fall under BentoML's
-``traffic.timeout``). It enters through uvicorn's ``HTTP_PROTOCOLS["auto"]`` entry, which BentoML's
-worker resolves after importing the service; tests/test_reliability_connections.py fails, naming the
-internal, when uvicorn changes what this relies on.
+``HeaderDeadline`` closes a connection whose next request headers have not arrived
+``MODEL_ZOO_HEADER_TIMEOUT_S`` after it opened or after its last response. A request whose headers
+arrived is never cut by it (slow bodies fall under BentoML's ``traffic.timeout``). service/adapters.py
+``install_http_protocol`` puts it (and service/http/balance.py's connection count) over uvicorn's own
+protocol; tests/test_reliability_connections.py fails, naming the internal, when uvicorn changes what
+this relies on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-INTERNAL = "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle"
-ENTRY = f"{__name__}:DeadlineHTTPProtocol"
 
 
 class HeaderDeadline:
@@ -56,21 +52,3 @@ class HeaderDeadline:
         idle = cycle is armed_with and (cycle is None or cycle.response_complete)  # no new headers since
         if idle and not transport.is_closing() and transport.get_protocol() is self:  # not upgraded away
             transport.close()
-
-
-DeadlineHTTPProtocol: type | None = None
-
-
-def install(header_timeout: float) -> type:
-    """Make uvicorn's ``http="auto"`` (what BentoML's worker uses) resolve to the deadline protocol."""
-    global DeadlineHTTPProtocol
-    import uvicorn.config
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
-
-    from service.http.balance import CountedConnections
-
-    # AutoHTTPProtocol: httptools' protocol when installed, else h11's; the mixins fit both
-    DeadlineHTTPProtocol = type("DeadlineHTTPProtocol", (HeaderDeadline, CountedConnections, AutoHTTPProtocol),
-                                {"header_timeout": header_timeout})
-    uvicorn.config.HTTP_PROTOCOLS["auto"] = ENTRY
-    return DeadlineHTTPProtocol

@@ -2,15 +2,16 @@
 
 BentoML builds its document from ``@bentoml.api`` methods only (and from mounted FastAPI apps); the
 per-model REST routes, the Open Inference Protocol and Triton's repository extension live in a
-Starlette app (service/app.py ``MODELS_APP``), so they are described here and merged into the
-document BentoML generates (its public ``Service.openapi_spec``). Served at ``/docs.json`` by that app,
+Starlette app (service/http/routes.py ``MOUNTED``), so each of its routes is described here (a route
+without a description fails tests/test_service_units.py's route-table check) and merged into the document
+BentoML generates (its public ``Service.openapi_spec``; the service is the mounted app's
+``state.service``). Served at ``/docs.json`` by that app,
 which BentoML mounts before its own route of the same path (BentoML serves no Swagger UI here: ``/`` is
 the service's front page).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from starlette.requests import Request
@@ -119,19 +120,23 @@ def paths() -> dict[str, dict[str, Any]]:
     return out
 
 
-@functools.cache
-def document() -> dict[str, Any]:
-    from service.app import (
-        ModelZoo,  # the bentoml.Service (imported by then: it serves this route)
-    )
+UNDOCUMENTED = {"/", "/ui", "/ui/", "/ui/{file}", "/docs.json", "/v2/"}  # pages, this document, a duplicate
 
-    spec = ModelZoo.openapi_spec.asdict()
-    spec.setdefault("paths", {}).update(paths())
+
+def document(service: Any, routes: list[Any]) -> dict[str, Any]:
+    """BentoML's document of ``service`` with every one of ``routes`` (the mounted app's) described."""
+    described = paths()
+    spec = service.openapi_spec.asdict()
+    spec.setdefault("paths", {}).update(
+        {route.path: described[route.path] for route in routes if route.path not in UNDOCUMENTED})
     return spec
 
 
-async def docs_json(_: Request) -> Response:
-    return JSONResponse(document())
+async def docs_json(request: Request) -> Response:
+    app = request.app
+    if getattr(app.state, "document", None) is None:
+        app.state.document = document(app.state.service, app.routes)
+    return JSONResponse(app.state.document)
 
 
 ROUTES = [Route("/docs.json", docs_json, methods=["GET"])]

@@ -1,0 +1,52 @@
+"""What a process does when it imports the service, before BentoML serves from it.
+
+BentoML 1.4's new-style services have no hook that runs before the workers start: ``bentoml serve``
+imports the service module in the process that starts them (the arbiter), and each worker imports it
+again before its uvicorn server is built. So service/app.py calls these two functions at import, and
+nothing else runs there:
+
+- ``prepare_process``: in the arbiter, the start-up check of the store (service/control/preflight.py)
+  and the workers' shared state, a fresh directory removed at exit, with the start-up set published;
+  in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``) and the connection balance.
+- ``adapt_server``: BentoML's metrics labelled by route template (service/http/routes.py) and uvicorn's
+  protocol under the header deadline and the connection count, through service/adapters.py.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+from typing import Any
+
+from service import adapters
+from service.config import Settings
+from service.control.manager import publish_initial
+from service.control.preflight import check_or_exit, in_worker
+from service.control.shared_state import SharedState
+from service.http import balance
+from service.http.connections import HeaderDeadline
+from service.http.routes import RouteLabels, route_templates
+
+
+def prepare_process(settings: Settings) -> SharedState:
+    """Preflight and the workers' shared state; returns the state this process uses."""
+    # Before anything reads the store: a broken entry or a malformed MODEL_ZOO_* variable ends `bentoml
+    # serve` with one line per problem (MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
+    check_or_exit()
+    if in_worker():
+        import bentoml
+
+        state = SharedState.from_env(create=False)
+        balance.enable(state.root, settings.workers, bentoml.server_context.worker_index)
+        return state
+    state = SharedState.from_env(create=True)
+    atexit.register(shutil.rmtree, state.root, ignore_errors=True)
+    publish_initial(state, settings)
+    return state
+
+
+def adapt_server(service: Any, app: Any, settings: Settings) -> None:
+    """Metrics by route template (bounded series); a connection that sends no complete request headers
+    within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
+    adapters.install_route_labels(RouteLabels(route_templates(service, app)))
+    adapters.install_http_protocol(HeaderDeadline, balance.CountedConnections, header_timeout=settings.header_timeout_s)
