@@ -33,9 +33,13 @@ from service.http.auth import BearerAuth
 from service.http.json_errors import JsonErrors
 from service.http.oip import ROUTES as OIP_ROUTES
 from service.http.uploads import BodyLimit, ImageUpload, Uploads
-from zoo.families import FAMILIES, Family
+from zoo.families import FAMILIES, Family, load_plugins
 
 logger = logging.getLogger("model_zoo.service")
+
+# Families registered by plugin modules ($MODEL_ZOO_FAMILIES, zoo/families.py) join the table before
+# preflight reads the store and before the alias routes below are declared.
+load_plugins()
 
 # Before anything reads the store: a broken entry or a malformed MODEL_ZOO_* variable ends
 # `bentoml serve` with one line per problem (service/control/preflight.py; MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).

@@ -44,6 +44,7 @@ from service.http.oip_codec import (
     parse_infer,
 )
 from service.http.responses import error_response
+from zoo.families import FAMILIES
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
@@ -79,7 +80,13 @@ def metadata(name: str, model: ImageClassifier | Forecaster) -> dict[str, Any]:
                    *({"name": f"{n}_out", "datatype": "FP32", "shape": state} for n in sq.state_names)]
     return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs,
             "parameters": {"family": model.spec.family, "artifact": s.artifact, "provider": s.provider,
-                           "spec": model.spec.to_dict()}}
+                           "panel": _panel(model.spec.family), "spec": model.spec.to_dict()}}
+
+
+def _panel(family: str) -> str | None:
+    """The browser demo's input panel for the family (zoo/families.py): digit, photo or forecast."""
+    known = FAMILIES.get(family)
+    return known.panel if known is not None else None
 
 
 async def server_metadata(_: Request) -> Response:

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 from starlette.routing import compile_path
 
+from zoo.families import FAMILIES
+
 INTERNAL = "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware"
 UNMATCHED = "<unmatched>"  # every path no route serves: one label, whatever was asked for
 _REAL_PATH = "model_zoo.real_path"  # scope key carrying the real path past BentoML's middleware
@@ -26,7 +28,7 @@ _REAL_PATH = "model_zoo.real_path"  # scope key carrying the real path past Bent
 # this process (routes added by other modules are found at install time as well, see route_templates).
 CONTRACT = (
     "/", "/docs", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics", "/ui",
-    "/classify_digit", "/classify_cifar10", "/classify_image", "/forecast_sine",
+    *(f"/{family.route}" for family in FAMILIES.values()),  # the alias routes (zoo/families.py)
     "/models/{name}/classify", "/models/{name}/forecast",
     "/v2", "/v2/health/live", "/v2/health/ready",
     "/v2/models/{name}", "/v2/models/{name}/ready", "/v2/models/{name}/infer",
