@@ -76,7 +76,7 @@ def worker_cores() -> int:
 
 
 def parse_models(raw: str) -> tuple[tuple[str, str | None], ...]:
-    """``"mnist-mlp,my-flowers:abc123"`` -> ``(("mnist-mlp", None), ("my-flowers", "abc123"))``."""
+    """``"my-digits,my-flowers:abc123"`` -> ``(("my-digits", None), ("my-flowers", "abc123"))``."""
     out: list[tuple[str, str | None]] = []
     for item in (i.strip() for i in raw.split(",")):
         if not item:
