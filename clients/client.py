@@ -4,8 +4,8 @@
         zoo.models()                                     # the repository index: name, version, state, reason
         zoo.load_model("my-flowers")                     # serve a stored model (every worker, warmed up)
         zoo.classify("my-flowers", ["7.png", "2.png"])   # -> [{"label", "index", "score", "top_k"}, ...]
-        zoo.forecast([0.0, 0.1, 0.2], steps=10)          # -> [float, ...] (model "sine-rnn" unless given)
-        zoo.infer("mnist-mlp", {"input": x})["logits"]  # Open Inference Protocol, numpy in/out
+        zoo.forecast([0.0, 0.1, 0.2], steps=10)          # -> [float, ...] (the first forecast family unless given)
+        zoo.infer("my-digits", {"input": x})["logits"]  # Open Inference Protocol, numpy in/out
 
 Both retry 429/503 and connection failures with exponential backoff and jitter
 (honouring Retry-After) and raise ``ZooError(status, message)`` carrying the
@@ -24,12 +24,13 @@ from urllib.parse import quote
 import httpx
 
 from clients.media import to_uploads
+from zoo.families import first_family
 from clients.oip import InferResult, decode_response, encode_request
 from clients.transport import (
     RetryPolicy, ZooError, base_headers, check, default_token, default_url, parse_retry_after, transport_error,
 )
 
-FORECAST_MODEL = "sine-rnn"  # the model forecast() asks when none is named
+FORECAST_MODEL = first_family("forecast").name  # the model forecast() asks when none is named
 
 
 def model_path(model: str, verb: str) -> str:

@@ -16,7 +16,7 @@ import math
 import sys
 import warnings
 
-from clients.client import ForecastWarning, ZooClient
+from clients.client import FORECAST_MODEL, ForecastWarning, ZooClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--history", help="comma-separated values, e.g. 0.0,0.1,0.2")
     src.add_argument("--csv", metavar="FILE", help="CSV with one value per row (last numeric column)")
     p.add_argument("--steps", type=int, default=50, help="values to forecast (default 50)")
-    p.add_argument("--model", default="sine-rnn", help="the forecaster to ask (default sine-rnn)")
+    p.add_argument("--model", default=FORECAST_MODEL, help=f"the forecaster to ask (default {FORECAST_MODEL})")
     p.add_argument("--plot", metavar="PNG", help="save a plot of history and forecast")
     p.add_argument("--json", action="store_true", help='print {"forecast": [...]} instead of comma-separated values')
 

@@ -20,12 +20,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "artifact against eager PyTorch on validation data, and register them as one BentoML model "
         "(store: $BENTOML_HOME, default ~/bentoml).",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by `python -m training` (e.g. checkpoints/mnist-mlp/best.pt)")
+    p.add_argument("checkpoint", help="a checkpoint written by `python -m training` (e.g. checkpoints/FAMILY/best.pt)")
     p.add_argument("--name", default=None, help="model name in the store (default: the family name)")
     p.add_argument("--formats", default=None,
-                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all; sine-rnn: all but onnx-fp16)")
-    # Not defaulted to $DATA_DIR: the checkpoint records where its family's data is (an ImageFolder
-    # for transfer-resnet18 is not under $DATA_DIR); $DATA_DIR is the fallback when it records none.
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all; a forecaster: all but onnx-fp16)")
+    # Not defaulted to $DATA_DIR: the checkpoint records where its family's data is (a transfer
+    # model's ImageFolder is not under $DATA_DIR); $DATA_DIR is the fallback when it records none.
     p.add_argument("--data-dir", default=None,
                    help="validation data root (default: the one recorded in the checkpoint, else $DATA_DIR, else ./data)")
     p.add_argument("--out-dir", default=None, help="also keep a copy of the files and report.json here "

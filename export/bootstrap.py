@@ -19,23 +19,14 @@ import sys
 from pathlib import Path
 
 from export import ExportError
-from zoo.families import list_families
 from zoo.entry import get_entry
-
-DEFAULT_FAMILIES = tuple(list_families())
+from zoo.families import list_families
 
 
 def in_store(name: str) -> str | None:
     """The tag of the newest ``name`` model in the store, or None."""
     entry = get_entry(name)
     return str(entry.tag) if entry is not None else None
-
-
-def family_data_dir(family: str, data_dir: str, transfer_data: str | None) -> str | None:
-    """Where ``family`` trains from; None when it has no data source configured."""
-    if family == "transfer-resnet18":
-        return transfer_data
-    return data_dir
 
 
 def train(family: str, data_dir: str, out_dir: Path, quick: bool, extra: list[str]) -> Path:
@@ -52,10 +43,13 @@ def train(family: str, data_dir: str, out_dir: Path, quick: bool, extra: list[st
     return best
 
 
-def bootstrap(families: list[str], data_dir: str, out_root: Path, quick: bool, transfer_data: str | None,
-              transfer_weights: str) -> int:
+def bootstrap(families: list[str], args: argparse.Namespace) -> int:
+    """Train and export each family; where it trains from is its training entry's ``bootstrap`` hook."""
     from export.pipeline import export_checkpoint
     from training.data import data_available
+    from training.registry import get_training
+
+    out_root, quick = Path(args.out_dir), args.quick
 
     failed: list[str] = []
     for family in families:
@@ -63,18 +57,14 @@ def bootstrap(families: list[str], data_dir: str, out_root: Path, quick: bool, t
         if quick and tag:
             print(f"[bootstrap] {family}: in the store as {tag}, kept", flush=True)
             continue
-        source = family_data_dir(family, data_dir, transfer_data)
-        missing = (
-            "transfer-resnet18: no dataset given; set TRANSFER_DATA=DIR (an ImageFolder: DIR/<class>/*.jpg "
-            "or DIR/train + DIR/val) and run make models"
-            if source is None else data_available(family, source)
-        )
+        plan = get_training(family).bootstrap(args)
+        source = plan.data_dir
+        missing = plan.missing if source is None else data_available(family, source)
         if missing:
             print(f"[bootstrap] skipped {missing}", flush=True)
             continue
-        extra = ["--weights", transfer_weights] if family == "transfer-resnet18" else []
         try:
-            ckpt = train(family, source, out_root / family, quick, extra)
+            ckpt = train(family, source, out_root / family, quick, list(plan.extra))
             export_checkpoint(ckpt, data_dir=source)
         except Exception as exc:  # one family failing must not hide the others' results
             print(f"[bootstrap] {family}: FAILED: {exc}", file=sys.stderr, flush=True)
@@ -90,24 +80,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="quick recipes, only for models missing from the store")
     mode.add_argument("--full", action="store_true", help="default recipes, a new version of every family with data")
-    p.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated families")
+    p.add_argument("--families", default=None, help="comma-separated families (default: every family)")
     p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="dataset root ($DATA_DIR)")
     p.add_argument("--out-dir", default="checkpoints", help="checkpoints go to OUT_DIR/<family>")
     p.add_argument("--transfer-data", default=os.environ.get("TRANSFER_DATA"),
-                   help="ImageFolder for transfer-resnet18 ($TRANSFER_DATA)")
+                   help="ImageFolder for the transfer-learning family ($TRANSFER_DATA)")
     p.add_argument("--transfer-weights", default=os.environ.get("TRANSFER_WEIGHTS", "imagenet"),
-                   help="backbone for transfer-resnet18: imagenet or a state_dict/checkpoint path ($TRANSFER_WEIGHTS)")
+                   help="its backbone: imagenet or a state_dict/checkpoint path ($TRANSFER_WEIGHTS)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.families import load_plugins
+
     args = get_args_parser().parse_args(argv)
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = sorted(set(families) - set(DEFAULT_FAMILIES))
+    load_plugins()
+    known = list_families()
+    families = [f.strip() for f in (args.families or ",".join(known)).split(",") if f.strip()]
+    unknown = sorted(set(families) - set(known))
     if unknown:
-        print(f"error: unknown families {unknown}; choose from {', '.join(DEFAULT_FAMILIES)}", file=sys.stderr)
+        print(f"error: unknown families {unknown}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
-    return bootstrap(families, args.data_dir, Path(args.out_dir), args.quick, args.transfer_data, args.transfer_weights)
+    return bootstrap(families, args)
 
 
 if __name__ == "__main__":

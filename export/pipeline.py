@@ -111,7 +111,7 @@ def export_checkpoint(
     fmts = parse_formats(formats, spec.task)
     name = check_name(name or spec.family)
     if name in MODELS and name != spec.family:
-        # The service loads the family names by tag; a mnist model stored as "sine-rnn" would break it.
+        # The service serves a family's own name on its alias route: another family's model there would break it.
         raise ExportError(f"name {name!r} belongs to the {name} family, but {checkpoint_path} is a {spec.family} checkpoint")
     inputs, targets = samples if samples is not None else validation_samples(ckpt, spec, EVAL_SAMPLES, data_dir)
     inputs, targets = np.asarray(inputs, dtype=np.float32), np.asarray(targets)

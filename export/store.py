@@ -40,7 +40,7 @@ def _without_none(data: Any) -> Any:
 
 
 def register(name: str, spec: Spec, formats: list[str], opset: int, stage: Path) -> str:
-    """Create the store entry from the staged files; returns the tag, e.g. ``mnist-mlp:abc123``."""
+    """Create the store entry from the staged files; returns the tag, e.g. ``my-flowers:abc123``."""
     import bentoml
 
     labels = {"family": spec.family, "task": spec.task}

@@ -15,6 +15,7 @@
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
 | ``MODEL_ZOO_MODELS`` | every stored model of a known family | ``name[:version],...``: exactly these at start-up |
+| ``MODEL_ZOO_FAMILIES`` | none | ``module[:function],...``: plugin modules that register more families (zoo/families.py ``load_plugins``; torch-free) |
 
 Why the batching defaults are what they are (measurements): service/README.md.
 """
@@ -76,7 +77,7 @@ def worker_cores() -> int:
 
 
 def parse_models(raw: str) -> tuple[tuple[str, str | None], ...]:
-    """``"mnist-mlp,my-flowers:abc123"`` -> ``(("mnist-mlp", None), ("my-flowers", "abc123"))``."""
+    """``"my-digits,my-flowers:abc123"`` -> ``(("my-digits", None), ("my-flowers", "abc123"))``."""
     out: list[tuple[str, str | None]] = []
     for item in (i.strip() for i in raw.split(",")):
         if not item:

@@ -19,7 +19,7 @@ DIGIT = Path(__file__).resolve().parent / "examples" / "digit7.png"
 
 def sine_history(n: int = 30, dt: float = 0.1, freq: float = 2.04) -> list[float]:
     """n points of sin(freq * t), t = k * dt, rounded for a readable command line (freq: the middle of
-    the sine-rnn default band, 0.204 rad per step, so the answer carries no warning)."""
+    the sine forecaster's default band, 0.204 rad per step, so the answer carries no warning)."""
     return [round(math.sin(freq * k * dt), 4) for k in range(n)]
 
 

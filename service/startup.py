@@ -5,7 +5,8 @@ imports the service module in the process that starts them (the arbiter), and ea
 again before its uvicorn server is built. So service/app.py calls these two functions at import, and
 nothing else runs there:
 
-- ``prepare_process``: in the arbiter, the start-up check of the store (service/control/preflight.py)
+- ``prepare_process``: in every process, the families of plugin modules (``MODEL_ZOO_FAMILIES``,
+  zoo/families.py) join the table before anything reads it; in the arbiter, the start-up check of the store (service/control/preflight.py)
   and the workers' shared state, a fresh directory removed at exit, with the start-up set published;
   in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``) and the connection balance.
 - ``adapt_server``: BentoML's metrics labelled by route template (service/http/routes.py) and uvicorn's
@@ -26,10 +27,12 @@ from service.control.shared_state import SharedState
 from service.http import balance
 from service.http.connections import HeaderDeadline
 from service.http.routes import RouteLabels, route_templates
+from zoo.families import load_plugins
 
 
 def prepare_process(settings: Settings) -> SharedState:
-    """Preflight and the workers' shared state; returns the state this process uses."""
+    """Plugin families, preflight and the workers' shared state; returns the state this process uses."""
+    load_plugins()  # before preflight reads the store and service/http/aliases.py declares the family routes
     # Before anything reads the store: a broken entry or a malformed MODEL_ZOO_* variable ends `bentoml
     # serve` with one line per problem (MODEL_ZOO_SKIP_PREFLIGHT=1 to start anyway).
     check_or_exit()

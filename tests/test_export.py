@@ -68,7 +68,7 @@ def test_int8_bound_is_enforced(trained_mlp, tmp_path, monkeypatch):
     path, x, y = trained_mlp
     _, model, spec = model_from_checkpoint(path)
     files = build_artifacts(model, spec, ["onnx", "onnx-int8"], tmp_path, None)
-    monkeypatch.setattr(v, "MNIST_INT8_MAX_DROP", -100.0)  # demand a 100-point gain: must fail
+    monkeypatch.setattr(v, "INT8_MAX_DROP", -100.0)  # demand a 100-point gain: must fail
     report = verify(model, spec, files, x, y)
     assert any("int8 loses" in f for f in report["failures"]), report["failures"]
 

@@ -1,4 +1,4 @@
-"""Datasets for the four families, read with torchvision's real loaders.
+"""Datasets of the built-in families, read with torchvision's real loaders.
 
 - MNIST: ``torchvision.datasets.MNIST`` read once into in-memory tensors (N, 784), scaled to
   [0, 1] and normalised; no per-sample PIL decode per epoch.
@@ -8,6 +8,7 @@
 
 Missing data raises ``MissingDataError`` naming the folder searched and the flag that fixes it.
 Specs (labels, mean/std, layout) come from ``training.specs``; mean/std live there only.
+``data_available`` and ``eval_samples`` ask the family's registered hooks (training/registry.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ from training.specs import (
     SINE_DEFAULTS,
     make_spec,  # noqa: F401 - re-exported: training.data.make_spec(family, ...)
 )
-from zoo.families import list_families
 
-FAMILIES = tuple(list_families())
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 
 
@@ -74,7 +73,7 @@ def _split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]
 # ---------------------------------------------------------------- MNIST
 
 
-def _mnist_files(data_dir: str | os.PathLike) -> list[Path]:
+def mnist_files(data_dir: str | os.PathLike) -> list[Path]:
     raw = Path(data_dir) / "MNIST" / "raw"
     return [raw / os.path.splitext(os.path.basename(url))[0] for url, _ in datasets.MNIST.resources]
 
@@ -139,7 +138,7 @@ def cifar10_transform(train: bool) -> T.Compose:
     return T.Compose([*aug, T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
 
-def _cifar10(data_dir: str, train: bool, transform: Any, download: bool) -> CIFAR10:
+def cifar10_dataset(data_dir: str, train: bool, transform: Any, download: bool) -> CIFAR10:
     try:
         return CIFAR10(root=data_dir, train=train, transform=transform, download=download)
     except RuntimeError as exc:
@@ -152,11 +151,11 @@ def _cifar10(data_dir: str, train: bool, transform: Any, download: bool) -> CIFA
 def load_cifar10(data_dir: str, download: bool = False, val_fraction: float = 0.1, seed: int = 0,
                  augment: bool = True) -> Splits:
     """Train (augmented) / val (plain) split of the 50k training images, plus the 10k test split."""
-    train_aug = _cifar10(data_dir, True, cifar10_transform(augment), download)
-    train_plain = _cifar10(data_dir, True, cifar10_transform(False), False)
+    train_aug = cifar10_dataset(data_dir, True, cifar10_transform(augment), download)
+    train_plain = cifar10_dataset(data_dir, True, cifar10_transform(False), False)
     train, val = _split(train_aug, val_fraction, seed)
     val = Subset(train_plain, val.indices)  # same images, no augmentation
-    test = _cifar10(data_dir, False, cifar10_transform(False), False)
+    test = cifar10_dataset(data_dir, False, cifar10_transform(False), False)
     return Splits(train, val, test, list(train_aug.classes))
 
 
@@ -225,38 +224,41 @@ def load_sine(n_train: int, n_val: int, n_test: int, seq_len: int = 50, seed: in
 # ---------------------------------------------------------------- bootstrap / export helpers
 
 
+def _training(family: str) -> Any:
+    from training.registry import get_training, list_training
+
+    try:
+        return get_training(family)
+    except KeyError:
+        raise DataError(f"unknown family {family!r}; choose one of {', '.join(list_training())}") from None
+
+
 def data_available(family: str, data_dir: str | os.PathLike | None = None, **_: Any) -> str | None:
     """None when ``family``'s data is on disk, else one line saying what is missing and how to add it."""
-    data_dir = Path(data_dir or default_data_dir())
-    if family == "sine-rnn":
-        return None
-    if family == "mnist-mlp":
-        missing = [p.name for p in _mnist_files(data_dir) if not p.is_file()]
-        if missing:
-            return (f"mnist-mlp: MNIST files {missing} not found in {(data_dir / 'MNIST' / 'raw').resolve()}; "
-                    f"run `python -m training mnist-mlp --download` or set DATA_DIR")
-        return None
-    if family == "cifar10-resnet18":
-        folder = data_dir / CIFAR10.base_folder
-        missing = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list if not (folder / n).is_file()]
-        if not (folder / CIFAR10.meta["filename"]).is_file():
-            missing.append(CIFAR10.meta["filename"])
-        if missing:
-            return (f"cifar10-resnet18: CIFAR-10 files {missing} not found in {folder.resolve()}; "
-                    f"run `python -m training cifar10-resnet18 --download` or set DATA_DIR")
-        return None
-    if family == "transfer-resnet18":
-        root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-        classes = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
-        has_images = any(f.suffix.lower() in IMAGE_EXTENSIONS for d in classes for f in d.rglob("*"))
-        if len(classes) < 2 or not has_images:
-            return (f"transfer-resnet18: no ImageFolder (>= 2 class folders of images) in {root.resolve()}; "
-                    f"pass --data-dir DIR with DIR/<class>/*.jpg (or DIR/train and DIR/val)")
-        return None
-    raise DataError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return _training(family).data_available(Path(data_dir or default_data_dir()))
 
 
-def _stack(ds: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def image_folder_missing(data_dir: Path) -> str | None:
+    """None when ``data_dir`` (or ``data_dir/train``) holds >= 2 class folders with images, else what is missing."""
+    root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
+    classes = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    has_images = any(f.suffix.lower() in IMAGE_EXTENSIONS for d in classes for f in d.rglob("*"))
+    if len(classes) < 2 or not has_images:
+        return (f"no ImageFolder (>= 2 class folders of images) in {root.resolve()}; "
+                f"pass --data-dir DIR with DIR/<class>/*.jpg (or DIR/train and DIR/val)")
+    return None
+
+
+def cifar10_missing(data_dir: Path) -> str | None:
+    """None when the CIFAR-10 pickles are in ``data_dir``, else which files are missing where."""
+    folder = data_dir / CIFAR10.base_folder
+    missing = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list if not (folder / n).is_file()]
+    if not (folder / CIFAR10.meta["filename"]).is_file():
+        missing.append(CIFAR10.meta["filename"])
+    return f"CIFAR-10 files {missing} not found in {folder.resolve()}" if missing else None
+
+
+def stack_first(ds: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n items of a dataset as (inputs, targets) tensors."""
     if isinstance(ds, TensorDataset):
         return ds.tensors[0][:n].clone(), ds.tensors[1][:n].clone()
@@ -265,25 +267,8 @@ def _stack(ds: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def eval_samples(ckpt: dict[str, Any], n: int = 512, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n real held-out inputs exactly as the model takes them, with their targets.
-
-    mnist-mlp: (n, 784) test images + labels; cifar10-resnet18: (n, 3, 32, 32) test images + labels;
-    transfer-resnet18: (<=n, 3, 224, 224) validation images + labels; sine-rnn: windows x (n, T, 1)
-    and next values y (n, T, 1) from a seed the training never used.
-    """
-    family = ckpt["config"]["family"]
+    """n real held-out inputs exactly as the model takes them, with their targets (the family's
+    registered ``eval_samples`` hook: test or validation images, or windows from an unused seed)."""
     train_cfg = ckpt["config"].get("train", {})
     data_dir = str(data_dir or train_cfg.get("data_dir") or default_data_dir())
-    if family == "mnist-mlp":
-        return _stack(mnist_tensors(data_dir, train=False, limit=n), n)
-    if family == "cifar10-resnet18":
-        return _stack(_cifar10(data_dir, False, cifar10_transform(False), False), n)
-    if family == "transfer-resnet18":
-        splits = load_image_folder(data_dir, train_cfg.get("val_fraction", 0.2), train_cfg.get("seed", 0), augment=False)
-        return _stack(splits.val, n)
-    if family == "sine-rnn":
-        seq = ckpt["spec"]["sequence"]
-        ds = sine_windows(n, train_cfg.get("seq_len", 50), tuple(seq["freq_range"]), tuple(seq["amp_range"]),
-                          seq["dt"], seed=train_cfg.get("seed", 0) + 1000)
-        return ds.tensors[0], ds.tensors[1]
-    raise DataError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return _training(ckpt["config"]["family"]).eval_samples(ckpt, n, data_dir)

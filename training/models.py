@@ -1,6 +1,7 @@
-"""The four model families: pure ``nn.Module``s built from a dataclass config.
+"""The models of the built-in families: pure ``nn.Module``s built from a dataclass config.
 
-``MODELS[family](config)`` builds a model; the config is saved as plain data in the
+Each family's recipe registers its builder and config (training/registry.py); ``MODELS[family]``
+is ``(config class, builder)``, derived from those entries. The config is saved as plain data in the
 checkpoint (``asdict(config)``), so ``build_model(family, checkpoint["config"]["model"])``
 rebuilds it without the training script. Every model returns logits or the raw
 regression value: no activation after the last layer.
@@ -8,6 +9,7 @@ regression value: no activation after the last layer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
@@ -121,12 +123,25 @@ def build_sine_rnn(cfg: RNNConfig) -> nn.Module:
     return SineRNN(cfg)
 
 
-MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
-    "mnist-mlp": (MLPConfig, build_mnist_mlp),
-    "cifar10-resnet18": (ResNetConfig, build_cifar10_resnet18),
-    "transfer-resnet18": (ResNetConfig, build_transfer_resnet18),
-    "sine-rnn": (RNNConfig, build_sine_rnn),
-}
+class _Models(Mapping):
+    """``{family: (config class, builder)}`` over the registered training entries (read when asked)."""
+
+    def __getitem__(self, family: str) -> tuple[type, Callable[[Any], nn.Module]]:
+        from training.registry import get_training
+
+        entry = get_training(family)
+        return entry.config, entry.builder
+
+    def __iter__(self) -> Iterator[str]:
+        from training.registry import list_training
+
+        return iter(list_training())
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+MODELS: Mapping[str, tuple[type, Callable[[Any], nn.Module]]] = _Models()
 
 
 def model_config(family: str, values: dict[str, Any] | None = None) -> Any:
@@ -138,9 +153,7 @@ def model_config(family: str, values: dict[str, Any] | None = None) -> Any:
     unknown = set(values) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"{family}: unknown config keys {sorted(unknown)}")
-    if "hidden" in values:
-        values["hidden"] = tuple(values["hidden"])
-    return cls(**values)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})  # JSON lists -> tuples
 
 
 def build_model(family: str, config: dict[str, Any] | Any | None = None) -> nn.Module:

@@ -51,7 +51,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, s
 
 class LinearDecay(lr_scheduler.LambdaLR):
     """--lr falling in a straight line to zero over the whole run, stepped per batch (the best
-    one-pass schedule measured for mnist-mlp; see tests/test_training.py)."""
+    one-pass schedule measured for the MNIST MLP; see tests/test_training.py)."""
 
 
 def load_scheduler_state(scheduler: Any, state: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""The spec each family's checkpoint carries, and the one place its mean/std are stated.
+"""The spec each built-in family's checkpoint carries, and the one place its mean/std are stated.
 
 Training normalises with these constants and writes them into the spec; export and the service
 read them from the spec only (DESIGN.md: never restate mean/std or labels elsewhere).
@@ -60,9 +60,8 @@ def sine_spec(cell: str = "lstm", hidden_size: int = 16, num_layers: int = 1,
 
 
 def make_spec(family: str, **kw: Any) -> Spec:
-    """``make_spec("cifar10-resnet18", classes=[...])``, ``make_spec("sine-rnn", cell="gru")``, ..."""
-    builders = {"mnist-mlp": mnist_spec, "cifar10-resnet18": cifar10_spec,
-                "transfer-resnet18": transfer_spec, "sine-rnn": sine_spec}
-    if family not in builders:
-        raise KeyError(f"unknown model family {family!r}; choose one of {', '.join(builders)}")
-    return builders[family](**kw)
+    """The family's registered spec builder (training/registry.py): ``make_spec(name, classes=[...])``,
+    ``make_spec(name, cell="gru")``, ...; an unknown family is a KeyError naming the known ones."""
+    from training.registry import get_training
+
+    return get_training(family).spec(**kw)

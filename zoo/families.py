@@ -1,10 +1,21 @@
-"""The model families: defined once, next to the spec contract (zoo/spec.py).
+"""The model families: the torch-free serving facts of each, registered once, next to the spec contract.
 
-Training, export, the service, the clients and the benchmarks ask this registry what families
-exist, what task each has, which route serves the model stored under the family's own name, how
-its requests are decoded, and what a user must do to get one. Adding a family touches its model
-(training/models.py), its recipe (training/recipes/) and one entry here. Standard library only: a
-torch-free serving image imports it.
+Training, export, the service, the clients and the benchmarks ask this table what families exist,
+what task each has, which route serves the model stored under the family's own name, how its
+requests are decoded, which demo panel the browser page shows for it, and what a user must do to
+get one. ``FAMILIES``, ``get_family`` and ``list_families`` are the only doors; ``register_family``
+adds an entry. Standard library only: a torch-free serving image imports it.
+
+The training side of a family (model builder, config, spec builder, recipe, data hooks) registers in
+training/registry.py, from the family's recipe module. Adding a family touches its model, its recipe
+(with its ``register_training`` call) and one ``register_family`` entry: here for the built-in ones,
+or in a plugin module of your own.
+
+Plugins: ``MODEL_ZOO_FAMILIES=module[:function],...`` names modules that register more families.
+``load_plugins()`` imports each (and calls ``function`` when given); the service, ``python -m
+training`` and ``python -m export`` call it at start, so a family registered in a plugin reaches
+every process, a ``bentoml serve`` worker included. A plugin the service imports must be torch-free
+(a ``register_family`` call); one that training and export import also calls ``register_training``.
 
 A *stored model* is served under its store name (``my-flowers``); its family comes from its spec
 (``spec.family``), so several models of one family can be served side by side.
@@ -12,6 +23,8 @@ A *stored model* is served under its store name (``my-flowers``); its family com
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +32,8 @@ from typing import Literal
 from zoo.spec import Task
 
 Decoder = Literal["images", "history"]  # multipart image files / JSON {"history", "steps"}
+Panel = Literal["digit", "photo", "forecast"]  # the browser demo's input: draw a digit / drop a photo / plot a forecast
+PLUGINS_ENV = "MODEL_ZOO_FAMILIES"
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,11 @@ class Family:
     summary: str  # one line for route docs and listings
     data: str  # what it trains and is verified on (model card)
     how_to_get: str  # the command that puts one in the store (missing-model answers)
+    panel: Panel | None = None  # the demo's input panel; None: "forecast" for a forecaster, else "photo"
+
+    def __post_init__(self) -> None:
+        if self.panel is None:
+            object.__setattr__(self, "panel", "forecast" if self.task == "forecast" else "photo")
 
     @property
     def verb(self) -> str:
@@ -37,12 +57,57 @@ class Family:
         return "classify" if self.task == "classification" else "forecast"
 
 
-# In the order make serve trains missing ones: the quick families first.
-FAMILIES: dict[str, Family] = {f.name: f for f in (
+# In the order make serve trains missing ones: the quick families first (register_family keeps order).
+FAMILIES: dict[str, Family] = {}
+
+
+class FamilyError(ValueError):
+    """A registration that contradicts the table (a name or route taken), or a plugin that cannot be loaded."""
+
+
+def register_family(family: Family) -> Family:
+    """Add ``family`` to the table; registering the same entry again is a no-op (a module imported twice)."""
+    known = FAMILIES.get(family.name)
+    if known is not None:
+        if known != family:
+            raise FamilyError(f"family {family.name!r} is registered already with other facts")
+        return known
+    taken = next((f.name for f in FAMILIES.values() if f.route == family.route), None)
+    if taken is not None:
+        raise FamilyError(f"family {family.name!r}: route /{family.route} belongs to {taken!r} already")
+    FAMILIES[family.name] = family
+    return family
+
+
+_loaded: set[str] = set()
+
+
+def load_plugins(spec: str | None = None) -> list[str]:
+    """Import the modules named in ``$MODEL_ZOO_FAMILIES`` (``module[:function],...``) once each;
+    returns the entries loaded by this call. A module that cannot be imported is a ``FamilyError``."""
+    raw = os.environ.get(PLUGINS_ENV, "") if spec is None else spec
+    done = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry or entry in _loaded:
+            continue
+        module, _, function = entry.partition(":")
+        try:
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+        except (ImportError, AttributeError) as exc:
+            raise FamilyError(f"{PLUGINS_ENV}: cannot load {entry!r} ({exc}); give importable "
+                              "module[:function] entries, comma-separated") from exc
+        _loaded.add(entry)
+        done.append(entry)
+    return done
+
+
+for _family in (
     Family("mnist-mlp", "classification", "classify_digit", "images",
            "MNIST digit classifier: one result per uploaded image, in upload order",
            "MNIST (60k train / 10k test, torchvision IDX files); verified on the test split",
-           "python -m training mnist-mlp --download"),
+           "python -m training mnist-mlp --download", panel="digit"),
     Family("sine-rnn", "forecast", "forecast_sine", "history",
            "Autoregressive forecast of the next `steps` values after `history`",
            "synthetic sine windows; verified on windows from a seed training never used",
@@ -55,7 +120,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Transfer-learned classifier with its dataset's class names: one result per uploaded image",
            "an ImageFolder dataset (one folder per class); verified on its validation split",
            "put an ImageFolder dataset in $DATA_DIR and train it (python -m training transfer-resnet18)"),
-)}
+):
+    register_family(_family)
 
 
 class UnknownFamily(KeyError):
@@ -78,6 +144,11 @@ def get_family(name: str) -> Family:
 
 def family_for_route(route: str) -> Family | None:
     return next((f for f in FAMILIES.values() if f.route == route), None)
+
+
+def first_family(task: Task) -> Family:
+    """The first registered family of ``task``: the clients' default model for it."""
+    return next(f for f in FAMILIES.values() if f.task == task)
 
 
 # Store names (a BentoML tag's name part) that the service can route: lowercase letters, digits, '-'

@@ -76,7 +76,7 @@ class SequenceSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    family: str  # "mnist-mlp", "cifar10-resnet18", "transfer-resnet18", "sine-rnn"
+    family: str  # a registered family's name (zoo/families.py)
     task: Task
     labels: tuple[str, ...] = ()  # class names in output index order
     image: ImageSpec | None = None

@@ -1,6 +1,6 @@
 """Does a forecast history look like the sines a model was trained on? (the ``"warning"`` of a forecast)
 
-A sine-rnn model is trained on ``a * sin(w * t + phase)`` with w and a in the bands its spec records
+A sine forecaster is trained on ``a * sin(w * t + phase)`` with w and a in the bands its spec records
 (``SequenceSpec.freq_range`` in rad per time unit at ``dt``, ``amp_range``). Outside them its rollout
 drifts, so the service estimates w and a from the history and says so next to the forecast.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from service.config import Settings
 from service.errors import TooLarge
 
-# OIP sine-rnn: time steps (N x T) per request. The step graph answers N x T outputs; at this cap the
+# OIP forecasters: time steps (N x T) per request. The step graph answers N x T outputs; at this cap the
 # JSON response is about 1.5 MB, so a 4 MB binary request cannot ask for hundreds of MB of JSON.
 MAX_SERIES_VALUES = 2**16
 # Outputs with more values than this are encoded, and OIP bodies larger than this parsed, in a worker

@@ -42,6 +42,7 @@ from service.http.oip_codec import (
     parse_infer,
 )
 from service.http.responses import error_response
+from zoo.families import FAMILIES
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
@@ -65,7 +66,13 @@ def metadata(name: str, model: ServedModel) -> dict[str, Any]:
     inputs, outputs = model.tensor_metadata()
     return {"name": name, "versions": [model.version], "platform": platform, "inputs": inputs, "outputs": outputs,
             "parameters": {"family": model.spec.family, "artifact": s.artifact, "provider": s.provider,
-                           "spec": model.spec.to_dict()}}
+                           "panel": _panel(model.spec.family), "spec": model.spec.to_dict()}}
+
+
+def _panel(family: str) -> str | None:
+    """The browser demo's input panel for the family (zoo/families.py): digit, photo or forecast."""
+    known = FAMILIES.get(family)
+    return known.panel if known is not None else None
 
 
 async def server_metadata(_: Request) -> Response:

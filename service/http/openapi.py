@@ -18,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from zoo.families import FAMILIES
+
 JSON = "application/json"
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _NAME = {"name": "name", "in": "path", "required": True, "description": "the model's store name",
-         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}, "example": "mnist-mlp"}
+         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}, "example": next(iter(FAMILIES))}
 _VERSION = {"name": "version", "in": "path", "required": True, "description": "a store version (not 'latest')",
             "schema": {"type": "string"}}
 _TENSOR = {

@@ -2,7 +2,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const IMAGE_FAMILIES = new Set(["mnist-mlp", "cifar10-resnet18", "transfer-resnet18"]);
 let models = [];
 let current = null;
 
@@ -43,9 +42,10 @@ function selectModel(name) {
   current = models.find((m) => m.name === name) || null;
   const family = current ? current.family : "";
   $("model-info").textContent = current ? `family ${family} · version ${current.version}` : "";
-  $("draw-panel").hidden = family !== "mnist-mlp";
-  $("image-panel").hidden = !IMAGE_FAMILIES.has(family);
-  $("forecast-panel").hidden = !(current && current.spec.task === "forecast");
+  const panel = current ? current.panel : "";  // the family's demo panel, from /v2/models/{name} (zoo/families.py)
+  $("draw-panel").hidden = panel !== "digit";
+  $("image-panel").hidden = !(panel === "digit" || panel === "photo");
+  $("forecast-panel").hidden = panel !== "forecast";
   $("result").hidden = true;
   showError("");
   if (current && current.spec.sequence) $("steps").max = current.spec.sequence.max_steps;

@@ -37,7 +37,8 @@ async function servedModels() {
   return Promise.all(ready.map(async (m) => {
     const meta = await api(`/v2/models/${encodeURIComponent(m.name)}`);
     const params = meta.parameters || {};
-    return { name: m.name, version: (meta.versions || [m.version])[0], family: params.family, spec: params.spec || {} };
+    return { name: m.name, version: (meta.versions || [m.version])[0], family: params.family, panel: params.panel,
+             spec: params.spec || {} };
   }));
 }
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
+import torch
 
 from training import engine
-from training.data import load_cifar10
-from training.models import build_model, model_config
+from training.data import cifar10_dataset, cifar10_missing, cifar10_transform, load_cifar10, stack_first
+from training.models import ResNetConfig, build_cifar10_resnet18, build_model, model_config
 from training.options import common_parser, parse, setup_run
+from training.registry import TrainingFamily, register_training
 from training.specs import cifar10_spec
 
 FAMILY = "cifar10-resnet18"
@@ -46,6 +49,19 @@ def main(args: Any = None) -> dict[str, Any]:
     model = build_model(FAMILY, cfg)
     return engine.fit(engine.Job(FAMILY, model, cfg, cifar10_spec(splits.labels), splits, task(args)), args, device)
 
+
+def data_available(data_dir: Path) -> str | None:
+    missing = cifar10_missing(data_dir)
+    return f"{FAMILY}: {missing}; run `python -m training {FAMILY} --download` or set DATA_DIR" if missing else None
+
+
+def eval_samples(ckpt: dict[str, Any], n: int, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, 32, 32) CIFAR-10 test images + labels."""
+    return stack_first(cifar10_dataset(data_dir, False, cifar10_transform(False), False), n)
+
+
+register_training(TrainingFamily(FAMILY, ResNetConfig, build_cifar10_resnet18, cifar10_spec, main, eval_samples,
+                                 data_available))
 
 if __name__ == "__main__":
     main()

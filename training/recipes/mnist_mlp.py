@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from training import engine
-from training.data import load_mnist
-from training.models import MLPConfig, build_model, model_config
+from training.data import load_mnist, mnist_files, mnist_tensors, stack_first
+from training.models import MLPConfig, build_mnist_mlp, build_model, model_config
 from training.options import common_parser, parse, setup_run
+from training.registry import TrainingFamily, register_training
 from training.specs import MNIST_MEAN, MNIST_STD, mnist_spec
 
 FAMILY = "mnist-mlp"
@@ -80,6 +82,22 @@ def main(args: Any = None) -> dict[str, Any]:
           f"{n_params:,} parameters", flush=True)
     return engine.fit(engine.Job(FAMILY, model, cfg, mnist_spec(), splits, task(args)), args, device)
 
+
+def data_available(data_dir: Path) -> str | None:
+    missing = [p.name for p in mnist_files(data_dir) if not p.is_file()]
+    if missing:
+        return (f"{FAMILY}: MNIST files {missing} not found in {(data_dir / 'MNIST' / 'raw').resolve()}; "
+                f"run `python -m training {FAMILY} --download` or set DATA_DIR")
+    return None
+
+
+def eval_samples(ckpt: dict[str, Any], n: int, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 784) MNIST test images + labels."""
+    return stack_first(mnist_tensors(data_dir, train=False, limit=n), n)
+
+
+register_training(TrainingFamily(FAMILY, MLPConfig, build_mnist_mlp, mnist_spec, main, eval_samples,
+                                 data_available, int8_bounded=True))
 
 if __name__ == "__main__":
     main()

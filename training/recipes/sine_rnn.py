@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from training import engine
-from training.data import load_sine
-from training.models import build_model, model_config
+from training.data import load_sine, sine_windows
+from training.models import RNNConfig, build_model, build_sine_rnn, model_config
 from training.options import common_parser, parse, setup_run
+from training.registry import TrainingFamily, register_training
 from training.specs import SINE_DEFAULTS, sine_spec
 
 FAMILY = "sine-rnn"
@@ -128,7 +129,7 @@ def plot_forecast(model: nn.Module, x: torch.Tensor, history: int, horizon: int,
         ax.plot(t[history:], ps[:, 0], "--", color="C3", label=f"forecast ({horizon} steps)")
     axes[0].legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time")
-    fig.suptitle(f"sine-rnn autoregressive forecast (rollout MSE {(pred - x[:, history:]).pow(2).mean():.2e})")
+    fig.suptitle(f"{FAMILY} autoregressive forecast (rollout MSE {(pred - x[:, history:]).pow(2).mean():.2e})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -154,6 +155,16 @@ def main(args: Any = None) -> dict[str, Any]:
 
     return engine.fit(engine.Job(FAMILY, model, cfg, spec, splits, task(args), final_eval=final_eval), args, device)
 
+
+def eval_samples(ckpt: dict[str, Any], n: int, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows x (n, T, 1) and next values y (n, T, 1) in the spec's band, from a seed training never used."""
+    train_cfg, seq = ckpt["config"].get("train", {}), ckpt["spec"]["sequence"]
+    ds = sine_windows(n, train_cfg.get("seq_len", 50), tuple(seq["freq_range"]), tuple(seq["amp_range"]),
+                      seq["dt"], seed=train_cfg.get("seed", 0) + 1000)
+    return ds.tensors[0], ds.tensors[1]
+
+
+register_training(TrainingFamily(FAMILY, RNNConfig, build_sine_rnn, sine_spec, main, eval_samples))  # synthetic: always available
 
 if __name__ == "__main__":
     main()

@@ -24,9 +24,10 @@ from torch import nn
 
 from training import engine
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.data import DataError, load_image_folder
-from training.models import build_model, model_config
+from training.data import DataError, image_folder_missing, load_image_folder, stack_first
+from training.models import ResNetConfig, build_model, build_transfer_resnet18, model_config
 from training.options import common_parser, finalize, setup_run
+from training.registry import BootstrapPlan, TrainingFamily, register_training
 from training.specs import transfer_spec
 
 FAMILY = "transfer-resnet18"
@@ -138,6 +139,29 @@ def main(args: Any = None) -> dict[str, Any]:
     params = freeze_backbone(model) if args.freeze_backbone else None
     return engine.fit(engine.Job(FAMILY, model, cfg, transfer_spec(splits.labels), splits, task(args), params=params), args, device)
 
+
+def data_available(data_dir: Path) -> str | None:
+    missing = image_folder_missing(data_dir)
+    return f"{FAMILY}: {missing}" if missing else None
+
+
+def eval_samples(ckpt: dict[str, Any], n: int, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(<=n, 3, 224, 224) validation images + labels, split as training split them."""
+    train_cfg = ckpt["config"].get("train", {})
+    splits = load_image_folder(data_dir, train_cfg.get("val_fraction", 0.2), train_cfg.get("seed", 0), augment=False)
+    return stack_first(splits.val, n)
+
+
+def bootstrap(args: argparse.Namespace) -> BootstrapPlan:
+    """export.bootstrap trains this family from its own folder ($TRANSFER_DATA), not from $DATA_DIR."""
+    if args.transfer_data is None:
+        return BootstrapPlan(None, missing=f"{FAMILY}: no dataset given; set TRANSFER_DATA=DIR (an ImageFolder: "
+                                           "DIR/<class>/*.jpg or DIR/train + DIR/val) and run make models")
+    return BootstrapPlan(args.transfer_data, ("--weights", args.transfer_weights))
+
+
+register_training(TrainingFamily(FAMILY, ResNetConfig, build_transfer_resnet18, transfer_spec, main, eval_samples,
+                                 data_available, bootstrap))
 
 if __name__ == "__main__":
     main()
