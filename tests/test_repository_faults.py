@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from harness import ROOT
 
 # Runs in its own process: BentoML reads BENTOML_HOME once, at its first store call.
@@ -67,3 +69,43 @@ def test_a_failed_load_marks_one_model_unavailable_and_the_loop_goes_on(tmp_path
     assert out["request"] == [503, "model 'ghost' failed to load: model ghost:v1 is no longer in the model store"]
     assert out["applied_next"] and out["ready_after"] is True
     assert out["ready_dead_loop"] is False
+
+
+# Names and versions at the edges of BentoML's tag rule: trailing '-', '_' or '.', lengths 63/64/128.
+EDGE_NAMES = ["abc-", "abc_", "a", "a-b_c", "a" * 63, "a" * 64, "-abc", "abc.", "a.b"]
+EDGE_VERSIONS = ["v1-", "v1_", "v1.", "v1.2", "a" * 63, "a" * 64, "a" * 128, ".v1", "latest1"]
+
+
+def _bentoml_accepts(name: str, version: str) -> bool:
+    """Whether ``bentoml.models.get`` can parse the tag (it parses before it looks in the store)."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        bentoml.Tag.from_str(f"{name}:{version}")
+    except (BentoMLException, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", EDGE_NAMES)
+def test_a_model_name_is_accepted_only_when_bentoml_accepts_it(name):
+    from zoo.families import InvalidName, check_model_name
+
+    try:
+        ours = check_model_name(name) == name
+    except InvalidName:
+        ours = False
+    # '.' is BentoML's and refused here on purpose (ambiguous in a URL): only a name without it must agree
+    assert ours == (_bentoml_accepts(name, "v1") and "." not in name), name
+
+
+@pytest.mark.parametrize("version", EDGE_VERSIONS)
+def test_a_model_version_is_accepted_exactly_when_bentoml_accepts_it(version):
+    from zoo.families import InvalidName, check_version
+
+    try:
+        ours = check_version(version) == version
+    except InvalidName:
+        ours = False
+    assert ours == _bentoml_accepts("abc", version), version
