@@ -217,18 +217,17 @@ class Zoo:
 
     @staticmethod
     async def _close(served: Served) -> None:
+        """Once its in-flight requests are answered, close the model: its memory returns now."""
         while served.in_flight:
             served.idle.clear()
             await served.idle.wait()
-        if isinstance(served.model, ImageClassifier):
-            served.model.batcher.shutdown()
+        served.model.close()
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         for served in self.served.values():
-            if isinstance(served.model, ImageClassifier):
-                served.model.batcher.shutdown()
+            served.model.close()
 
     def _publish(self) -> None:
         models = {name: {"version": v, "state": UNLOADING, "reason": ""} for name, v in self.draining.items()}

@@ -112,6 +112,13 @@ class ImageClassifier:
             out.append({**best[0], "top_k": best})
         return out
 
+    def close(self) -> None:
+        """Unloaded or replaced, with no request in flight: stop the batcher and release the session.
+        Breaks the model <-> batcher cycle so the model's memory returns by reference counting, not at
+        the next full collection (rare under service/control/manager.py's ``settle_heap``)."""
+        self.batcher.shutdown()
+        self.m.session.close()
+
     async def classify(self, files: list[tuple[str | None, bytes]]) -> list[dict[str, Any]]:
         return self.postprocess(await self.logits(await self.prepare(files)))
 
@@ -196,6 +203,10 @@ class Forecaster:
             out[t] = res["y"][0, -1, 0]  # the prediction of the next value
             feeds = {"x": res["y"][:, -1:, :], **{s: res[f"{s}_out"] for s in self.seq.state_names}}
         return out
+
+    def close(self) -> None:
+        """Unloaded or replaced, with no request in flight: release the session."""
+        self.m.session.close()
 
     def forecast(self, history: list[float], steps: int) -> list[float]:
         return [float(v) for v in self.rollout(self.validate(history, steps), steps)]
