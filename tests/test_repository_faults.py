@@ -193,3 +193,76 @@ def test_an_unloaded_or_replaced_model_is_freed_at_once(two_versions, tmp_path, 
     assert out["alive_after_swap"] is False
     # coarse (allocator and ORT arenas move RSS too): a model kept per cycle would be ~2.7 MB x cycles
     assert out["grew_mib"] < 40, out
+
+
+# Loads and unloads of one model overtaking each other. Two Zoos on one SharedState stand for two
+# workers: a change that reaches one worker can overtake one that reached the other, which no lock
+# within a worker orders. Every request must answer: done, or superseded (409) saying what is served.
+RACE = textwrap.dedent("""
+    import asyncio, json, os, sys
+    from service.config import Settings
+    from service.control.manager import Zoo
+    from service.control.shared_state import SharedState
+    from service.core.batching import model_metrics
+    from service.errors import ServiceError
+
+    model_metrics()  # created once per process: two Zoos' loads in threads would both create it
+    V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
+
+    async def outcome(call):
+        try:
+            result = await asyncio.wait_for(call, 30)
+        except asyncio.TimeoutError:
+            return "hung"
+        except ServiceError as exc:
+            return [exc.status, exc.message]
+        return result or "unloaded"
+
+    async def main(root):
+        state = SharedState(root)
+        a = Zoo(Settings(workers=2, warmup_s=0.0), state, worker=1)
+        b = Zoo(Settings(workers=2, warmup_s=0.0), state, worker=2)
+        a.start(); b.start()
+        while not (a.synced and b.synced):
+            await asyncio.sleep(0.05)
+        out = {}
+        out["loads"] = await asyncio.gather(*(outcome(z.load("churn", v)) for z, v in [(a, V1), (b, V2)] * 4))
+        out["served"] = [z.served["churn"].version if "churn" in z.served else None for z in (a, b)]
+        out["desired"] = state.read_desired().models.get("churn")
+        out["mixed"] = await asyncio.gather(outcome(a.load("churn", V1)), outcome(b.unload("churn")),
+                                            outcome(b.unload("churn")), outcome(a.load("churn", V2)))
+        # deterministic: worker 2 stops applying changes, so a load waits; another worker's load overtakes it
+        b._task.cancel()
+        before = state.read_desired().generation
+        waiting = asyncio.ensure_future(outcome(a.load("churn", V1)))
+        while state.read_desired().generation == before:  # the load's own change is in
+            await asyncio.sleep(0.01)
+        state.update_desired(lambda d: d.models.__setitem__("churn", "churn:" + V2))
+        out["overtaken_load"] = await waiting
+        before = state.read_desired().generation
+        waiting = asyncio.ensure_future(outcome(a.unload("churn")))
+        while state.read_desired().generation == before:
+            await asyncio.sleep(0.01)
+        state.update_desired(lambda d: d.models.__setitem__("churn", "churn:" + V2))
+        out["overtaken_unload"] = await waiting
+        print(json.dumps(out))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_a_load_or_unload_overtaken_by_another_answers(two_versions, tmp_path, monkeypatch):
+    home, (v1, v2) = two_versions
+    monkeypatch.setenv("CHURN_VERSIONS", f"{v1},{v2}")
+    out = _run(RACE, home, tmp_path / "state", timeout=400)
+    tags = {f"churn:{v1}", f"churn:{v2}"}
+    for answer in out["loads"] + out["mixed"]:
+        assert (answer[0] == 409 and "superseded" in answer[1]) if isinstance(answer, list) else \
+            answer in tags | {"unloaded"}, out
+    assert "hung" not in out["loads"] + out["mixed"]
+    # the last change wins everywhere, and the answers agree with it
+    final = out["desired"]
+    assert out["served"] == [final.split(":")[1]] * 2 and final in out["loads"], out
+    superseded = f"was superseded by a later load or unload of model 'churn': churn:{v2} is served now"
+    assert out["overtaken_load"] == [409, f"load of churn:{v1} {superseded}"]
+    assert out["overtaken_unload"] == [409, f"unload of 'churn' {superseded}"]
