@@ -63,6 +63,13 @@ class LoadFailed(BadRequest):
     """A load request for a stored model that cannot be served (corrupt entry, unknown family)."""
 
 
+class Superseded(ServiceError):
+    """A load or unload that a later change to the same model overtook before every worker applied it
+    (409): the message says what is served now."""
+
+    status = 409
+
+
 class ModelUnavailable(ServiceError):
     """A model that is not in the store, or not loaded yet (503): the message says how to add it."""
 

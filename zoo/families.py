@@ -151,12 +151,17 @@ def first_family(task: Task) -> Family:
     return next(f for f in FAMILIES.values() if f.task == task)
 
 
-# Store names (a BentoML tag's name part) that the service can route: lowercase letters, digits, '-'
-# and '_', starting with a letter or digit. BentoML also allows '.', which a URL path segment makes
-# ambiguous ("..", file-like suffixes), so neither export nor the service accepts it.
-MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-# A store version (a BentoML tag's version part, generated lowercase base32 by default).
-MODEL_VERSION = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+# BentoML's tag rule (bentoml/_internal/tag.py, ``validate_tag_str``), restated by value so this module
+# stays standard library only: a name or a version is 1-63 characters of lowercase letters, digits,
+# '-', '_' and '.', starting *and ending* with a letter or digit. A name or version this module accepts
+# must be one BentoML accepts, else its store lookup raises "Invalid Tag" and the client gets a 500
+# (tests/test_repository_faults.py compares both rules on the edge cases).
+TAG_MAX_LENGTH = 63
+# Store names (a BentoML tag's name part) that the service can route: BentoML's rule without '.', which
+# a URL path segment makes ambiguous ("..", file-like suffixes), so neither export nor the service accepts it.
+MODEL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
+# A store version (a BentoML tag's version part, generated lowercase base32 by default): BentoML's rule.
+MODEL_VERSION = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?")
 
 
 class InvalidName(ValueError):
@@ -166,14 +171,16 @@ class InvalidName(ValueError):
 def check_model_name(name: str) -> str:
     if not MODEL_NAME.fullmatch(name):
         raise InvalidName(f"invalid model name {name[:80]!r}: use lowercase letters, digits, '-' or '_', "
-                          "starting with a letter or digit (at most 63 characters)")
+                          f"starting and ending with a letter or digit (at most {TAG_MAX_LENGTH} characters)")
     return name
 
 
 def check_version(version: str) -> str:
     if version == "latest" or not MODEL_VERSION.fullmatch(version):
         raise InvalidName(f"invalid model version {version[:80]!r}: give a store version "
-                          "(the part after ':' in `bentoml models list`), not 'latest'")
+                          "(the part after ':' in `bentoml models list`), not 'latest': lowercase letters, "
+                          f"digits, '-', '_' or '.', starting and ending with a letter or digit "
+                          f"(at most {TAG_MAX_LENGTH} characters)")
     return version
 
 

@@ -47,6 +47,7 @@ from service.errors import (
     NotInStore,
     NotLoaded,
     ServiceError,
+    Superseded,
 )
 from zoo.entry import get_entry
 from zoo.errors import first_line
@@ -128,6 +129,7 @@ class Zoo:
         self.applied = -1  # desired generation applied
         self.synced = False
         self._task: asyncio.Task | None = None
+        self._changing: dict[str, asyncio.Lock] = {}  # name -> held by the one load/unload of it in progress here
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,6 +217,7 @@ class Zoo:
 
     @staticmethod
     async def _close(served: Served) -> None:
+        """Once its in-flight requests are answered, close the model: its memory returns now."""
         while served.in_flight:
             served.idle.clear()
             await served.idle.wait()
@@ -342,27 +345,31 @@ class Zoo:
             self.state.update_desired(lambda d: d.failures.__setitem__(name, {"version": entry.tag.version,
                                                                                 "reason": problem}))
             raise LoadFailed(f"load of {tag} failed: {problem}")
-        previous = self.state.read_desired().models.get(name)
+        async with self._change_of(name):
+            previous = self.state.read_desired().models.get(name)
 
-        def serve(d: Desired) -> None:
-            d.models[name] = tag
-            d.failures.pop(name, None)
+            def serve(d: Desired) -> None:
+                d.models[name] = tag
+                d.failures.pop(name, None)
 
-        generation = self.state.update_desired(serve).generation
-        failure = await self._wait_all(generation, lambda m: m.get(name, {}).get("state") == READY
-                                       and m[name]["version"] == entry.tag.version,
-                                       lambda m: m.get(name, {}).get("state") == UNAVAILABLE
-                                       and m[name]["version"] == entry.tag.version and m[name]["reason"])
-        if failure:
-            def undo(d: Desired) -> None:
-                if previous is None:
-                    d.models.pop(name, None)
-                else:
-                    d.models[name] = previous
-                d.failures[name] = {"version": entry.tag.version, "reason": failure}
+            generation = self.state.update_desired(serve).generation
+            failure = await self._wait_all(name, f"load of {tag}", generation,
+                                           lambda m: m.get(name, {}).get("state") == READY
+                                           and m[name]["version"] == entry.tag.version,
+                                           lambda m: m.get(name, {}).get("state") == UNAVAILABLE
+                                           and m[name]["version"] == entry.tag.version and m[name]["reason"],
+                                           lambda d: d.models.get(name) == tag)
+            if failure:
+                def undo(d: Desired) -> None:
+                    if d.models.get(name) == tag:  # not if a later change (another worker's) replaced it
+                        if previous is None:
+                            d.models.pop(name, None)
+                        else:
+                            d.models[name] = previous
+                    d.failures[name] = {"version": entry.tag.version, "reason": failure}
 
-            self.state.update_desired(undo)
-            raise LoadFailed(f"load of {tag} failed: {failure}")
+                self.state.update_desired(undo)
+                raise LoadFailed(f"load of {tag} failed: {failure}")
         return tag
 
     async def unload(self, name: str) -> None:
@@ -370,12 +377,33 @@ class Zoo:
         _check_names(name, None)
         if name not in self.state.read_desired().models and await asyncio.to_thread(get_entry, name) is None:
             raise NotInStore(f"model {name!r} is not in the model store and not served")
-        generation = self.state.update_desired(lambda d: (d.models.pop(name, None), d.failures.pop(name, None))).generation
-        await self._wait_all(generation, lambda m: name not in m, lambda m: None)
+        async with self._change_of(name):
+            generation = self.state.update_desired(lambda d: (d.models.pop(name, None),
+                                                              d.failures.pop(name, None))).generation
+            await self._wait_all(name, f"unload of {name!r}", generation, lambda m: name not in m, lambda m: None,
+                                 lambda d: name not in d.models)
 
-    async def _wait_all(self, generation: int, done: Callable[[dict], bool],
-                        failed: Callable[[dict], str | None]) -> str | None:
-        """Until every worker applied ``generation`` and ``done`` holds for it; the first failure reason."""
+    @asynccontextmanager
+    async def _change_of(self, name: str) -> AsyncIterator[None]:
+        """One load/unload of ``name`` at a time in this worker (Triton serialises them per model); the
+        others wait their turn, so each is applied and answered in order. Across workers, ``_wait_all``
+        notices a change that overtook its own."""
+        lock = self._changing.setdefault(name, asyncio.Lock())
+        try:
+            await asyncio.wait_for(lock.acquire(), LOAD_WAIT_S)
+        except asyncio.TimeoutError:
+            raise ModelUnavailable(f"another load or unload of model {name!r} is still in progress; retry shortly",
+                                   headers={"Retry-After": "5"}) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _wait_all(self, name: str, what: str, generation: int, done: Callable[[dict], bool],
+                        failed: Callable[[dict], str | None], holds: Callable[[Desired], bool]) -> str | None:
+        """Until every worker applied ``generation`` and ``done`` holds for it; the first failure reason.
+        Superseded (409) once the desired set no longer ``holds`` this change: a later load or unload of
+        ``name`` (from another worker) replaced it, and the state this waits for would never come."""
         deadline = time.monotonic() + LOAD_WAIT_S
         while time.monotonic() < deadline:
             statuses = self.state.statuses()
@@ -385,6 +413,11 @@ class Zoo:
             if len(statuses) >= self.settings.workers and all(
                     st.generation >= generation and done(st.models) for st in statuses):
                 return None
+            desired = self.state.read_desired()
+            if not holds(desired):
+                now = desired.models.get(name)
+                raise Superseded(f"{what} was superseded by a later load or unload of model {name!r}: "
+                                 + (f"{now} is served now" if now else "it is unloaded now"))
             await asyncio.sleep(POLL_S / 2)
         raise ModelUnavailable(f"not every worker applied the change within {LOAD_WAIT_S:.0f} s; see the server log",
                                headers={"Retry-After": "5"})

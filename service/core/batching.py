@@ -115,4 +115,11 @@ class Batcher:
         return await self._submit(x)
 
     def shutdown(self) -> None:
+        """Stop the dispatcher and let go of ``fn``: a bound method of the model that owns this batcher,
+        so model -> batcher -> fn -> model is a reference cycle that only a full collection would free."""
         self.dispatcher.shutdown()
+        self.fn = _shut_down
+
+
+def _shut_down(x: np.ndarray) -> np.ndarray:
+    raise RuntimeError("this batcher was shut down (its model was unloaded or replaced)")

@@ -190,4 +190,8 @@ class ImageClassifier(ServedModel):
                 pass
 
     def close(self) -> None:
+        """Unloaded or replaced, with no request in flight: stop the batcher and release the session.
+        Breaks the model <-> batcher cycle so the model's memory returns by reference counting, not at
+        the next full collection (rare under service/control/manager.py's ``settle_heap``)."""
         self.batcher.shutdown()
+        self.session.close()

@@ -134,3 +134,7 @@ class Forecaster(ServedModel):
         while i < rounds or time.monotonic() - start < min_seconds:
             await asyncio.to_thread(self.rollout, np.sin(t), 8)
             i += 1
+
+    def close(self) -> None:
+        """Unloaded or replaced, with no request in flight: release the session."""
+        self.session.close()

@@ -75,6 +75,15 @@ class Session:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(feeds)
 
+    def close(self) -> None:
+        """Release the runtime's session (its weights and arenas) now, even while something still
+        holds this object; a later ``run`` says the model was unloaded."""
+        self._run = _closed_run
+
+
+def _closed_run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raise RuntimeError("this model's session was closed (the model was unloaded or replaced)")
+
 
 def load_session(model_dir: str | Path, spec: Spec, runtime: str = "onnx", precision: str = "auto",
                  threads: int = 1) -> Session:
