@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from service import startup
 from service.adapters import bind_api_methods
 from service.config import settings
-from service.control.manager import Zoo
+from service.control.manager import ModelManager
 from service.http import balance, routes
 from service.http.aliases import family_routes
 from service.http.auth import BearerAuth
@@ -34,21 +34,21 @@ STATE = startup.prepare_process(settings())  # preflight and the workers' shared
 
 class _ModelZoo:
     def __init__(self) -> None:
-        self.zoo = Zoo(settings(), STATE, bentoml.server_context.worker_index or 1)
+        self.models = ModelManager(settings(), STATE, bentoml.server_context.worker_index or 1)
         bind_api_methods(self, ModelZoo.apis)  # the bentoml.Service built from this class: every @bentoml.api
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
-        logger.info("model zoo worker %d: settings %s", self.zoo.worker, settings())
+        logger.info("model zoo worker %d: settings %s", self.models.worker, settings())
 
     @bentoml.on_startup
     async def _start_loading(self) -> None:
-        self.zoo.start()  # background: /livez answers now, /readyz once every worker is warm
+        self.models.start()  # background: /livez answers now, /readyz once every worker is warm
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
-        await self.zoo.stop()
+        await self.models.stop()
 
     async def __is_ready__(self) -> bool:
-        return self.zoo.is_ready()
+        return self.models.is_ready()
 
 
 # Per-model REST, the Open Inference Protocol, Triton's repository extension (routes BentoML's API

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from zoo.families import InvalidName, check_model_name, check_version
 
@@ -35,27 +36,26 @@ class ConfigError(ValueError):
     """A malformed MODEL_ZOO_* variable; the message names it and the accepted values."""
 
 
-def _int(name: str, default: int, lo: int, hi: int | None = None) -> int:
+def _number(name: str, default: Any, convert: Callable[[str], Any], kind: str) -> Any:
+    """``$name`` converted (``default`` when unset or blank); a ConfigError naming it when malformed."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        raise ConfigError(f"{name}={raw!r} is not {kind}") from None
+
+
+def _int(name: str, default: int, lo: int, hi: int | None = None) -> int:
+    value = _number(name, default, int, "an integer")
     if value < lo or (hi is not None and value > hi):
         raise ConfigError(f"{name}={value} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
     return value
 
 
 def _float(name: str, default: float, lo: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    value = _number(name, default, float, "a number")
     if not value >= lo:
         raise ConfigError(f"{name}={value} must be >= {lo}")
     return value

@@ -21,7 +21,7 @@ from typing import Any
 
 from service import adapters
 from service.config import Settings
-from service.control.manager import publish_initial
+from service.control.repository import publish_initial
 from service.control.preflight import check_or_exit, in_worker
 from service.control.shared_state import SharedState
 from service.http import balance

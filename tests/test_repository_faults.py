@@ -10,10 +10,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-
 from harness import ROOT
 
 # Runs in its own process: BentoML reads BENTOML_HOME once, at its first store call.
@@ -21,13 +21,13 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     from service.config import Settings
     from service.errors import ModelUnavailable
-    from service.control.manager import Zoo
+    from service.control.manager import ModelManager
     from service.control.shared_state import SharedState
 
     async def main(root):
         state = SharedState(root)
         state.update_desired(lambda d: d.models.update({"ghost": "ghost:v1"}))  # not in the store
-        zoo = Zoo(Settings(workers=1), state)
+        zoo = ModelManager(Settings(workers=1), state)
         zoo.start()
         for _ in range(200):
             if zoo.synced:
@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(script: str, home: Path, state: Path, timeout: float = 120) -> dict:
-    """Run ``script`` (a Zoo in-process) against the store ``home``; its last stdout line, as JSON."""
+    """Run ``script`` (a ModelManager in-process) against the store ``home``; its last stdout line, as JSON."""
     env = {**os.environ, "BENTOML_HOME": str(home)}
     done = subprocess.run([sys.executable, "-c", script, str(state)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -71,6 +71,7 @@ def two_versions(tmp_path_factory) -> tuple[Path, list[str]]:
     """(BENTOML_HOME, [version, version]): two versions of one MLP ("churn"), exported by the real CLI."""
     from fixtures_data import mnist_data_dir
     from harness import make_checkpoint
+
     from training.specs import make_spec
 
     tmp = tmp_path_factory.mktemp("churn")
@@ -115,26 +116,29 @@ def _bentoml_accepts(name: str, version: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", EDGE_NAMES)
-def test_a_model_name_is_accepted_only_when_bentoml_accepts_it(name):
-    from zoo.families import InvalidName, check_model_name
+def _we_accept(check: Any, value: str) -> bool:
+    from zoo.families import InvalidName
 
     try:
-        ours = check_model_name(name) == name
+        return check(value) == value
     except InvalidName:
-        ours = False
+        return False
+
+
+@pytest.mark.parametrize("name", EDGE_NAMES)
+def test_a_model_name_is_accepted_only_when_bentoml_accepts_it(name):
+    from zoo.families import check_model_name
+
+    ours = _we_accept(check_model_name, name)
     # '.' is BentoML's and refused here on purpose (ambiguous in a URL): only a name without it must agree
     assert ours == (_bentoml_accepts(name, "v1") and "." not in name), name
 
 
 @pytest.mark.parametrize("version", EDGE_VERSIONS)
 def test_a_model_version_is_accepted_exactly_when_bentoml_accepts_it(version):
-    from zoo.families import InvalidName, check_version
+    from zoo.families import check_version
 
-    try:
-        ours = check_version(version) == version
-    except InvalidName:
-        ours = False
+    ours = _we_accept(check_version, version)
     assert ours == _bentoml_accepts("abc", version), version
 
 
@@ -145,36 +149,36 @@ CHURN = textwrap.dedent("""
     import asyncio, gc, json, os, sys, weakref
     import psutil
     from service.config import Settings
-    from service.control.manager import Zoo
+    from service.control.manager import ModelManager
     from service.control.shared_state import SharedState
 
     CYCLES = int(os.environ["CHURN_CYCLES"])
     V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
 
     async def main(root):
-        zoo = Zoo(Settings(workers=1, warmup_s=0.0), SharedState(root))
+        zoo = ModelManager(Settings(workers=1, warmup_s=0.0), SharedState(root))
         zoo.start()
         while not zoo.synced:
             await asyncio.sleep(0.05)
         gc.disable()  # settle_heap ran; with the collector off, only reference counting frees a model
         alive = []
         for i in range(CYCLES):
-            await zoo.load("churn", V1)
+            await zoo.repository.load("churn", V1)
             ref = weakref.ref(zoo.served["churn"].model)
-            await zoo.unload("churn")
+            await zoo.repository.unload("churn")
             alive.append(ref() is not None)
-        await zoo.load("churn", V1)
+        await zoo.repository.load("churn", V1)
         ref = weakref.ref(zoo.served["churn"].model)
-        await zoo.load("churn", V2)  # a version swap: the old one is closed in the background
+        await zoo.repository.load("churn", V2)  # a version swap: the old one is closed in the background
         for _ in range(20):
             await asyncio.sleep(0.05)
         swapped = ref() is not None
-        await zoo.unload("churn")
+        await zoo.repository.unload("churn")
         gc.enable()  # as a worker runs (settle_heap's thresholds): the process must not grow per cycle
         rss = psutil.Process().memory_info().rss
         for i in range(CYCLES):
-            await zoo.load("churn", V1)
-            await zoo.unload("churn")
+            await zoo.repository.load("churn", V1)
+            await zoo.repository.unload("churn")
         grew = psutil.Process().memory_info().rss - rss
         print(json.dumps({"alive_after_unload": alive, "alive_after_swap": swapped,
                           "grew_mib": grew / 2**20}))
@@ -201,7 +205,7 @@ def test_an_unloaded_or_replaced_model_is_freed_at_once(two_versions, tmp_path, 
 RACE = textwrap.dedent("""
     import asyncio, json, os, sys
     from service.config import Settings
-    from service.control.manager import Zoo
+    from service.control.manager import ModelManager
     from service.control.shared_state import SharedState
     from service.core.batching import model_metrics
     from service.errors import ServiceError
@@ -220,27 +224,27 @@ RACE = textwrap.dedent("""
 
     async def main(root):
         state = SharedState(root)
-        a = Zoo(Settings(workers=2, warmup_s=0.0), state, worker=1)
-        b = Zoo(Settings(workers=2, warmup_s=0.0), state, worker=2)
+        a = ModelManager(Settings(workers=2, warmup_s=0.0), state, worker=1)
+        b = ModelManager(Settings(workers=2, warmup_s=0.0), state, worker=2)
         a.start(); b.start()
         while not (a.synced and b.synced):
             await asyncio.sleep(0.05)
         out = {}
-        out["loads"] = await asyncio.gather(*(outcome(z.load("churn", v)) for z, v in [(a, V1), (b, V2)] * 4))
+        out["loads"] = await asyncio.gather(*(outcome(z.repository.load("churn", v)) for z, v in [(a, V1), (b, V2)] * 4))
         out["served"] = [z.served["churn"].version if "churn" in z.served else None for z in (a, b)]
         out["desired"] = state.read_desired().models.get("churn")
-        out["mixed"] = await asyncio.gather(outcome(a.load("churn", V1)), outcome(b.unload("churn")),
-                                            outcome(b.unload("churn")), outcome(a.load("churn", V2)))
+        out["mixed"] = await asyncio.gather(outcome(a.repository.load("churn", V1)), outcome(b.repository.unload("churn")),
+                                            outcome(b.repository.unload("churn")), outcome(a.repository.load("churn", V2)))
         # deterministic: worker 2 stops applying changes, so a load waits; another worker's load overtakes it
         b._task.cancel()
         before = state.read_desired().generation
-        waiting = asyncio.ensure_future(outcome(a.load("churn", V1)))
+        waiting = asyncio.ensure_future(outcome(a.repository.load("churn", V1)))
         while state.read_desired().generation == before:  # the load's own change is in
             await asyncio.sleep(0.01)
         state.update_desired(lambda d: d.models.__setitem__("churn", "churn:" + V2))
         out["overtaken_load"] = await waiting
         before = state.read_desired().generation
-        waiting = asyncio.ensure_future(outcome(a.unload("churn")))
+        waiting = asyncio.ensure_future(outcome(a.repository.unload("churn")))
         while state.read_desired().generation == before:
             await asyncio.sleep(0.01)
         state.update_desired(lambda d: d.models.__setitem__("churn", "churn:" + V2))

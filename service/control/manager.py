@@ -1,9 +1,9 @@
 """The models one worker serves, kept in step with what all workers were asked to serve.
 
-``Zoo`` is shared by the REST endpoints, the per-model routes and the Open Inference Protocol app.
+``ModelManager`` is shared by the REST endpoints, the per-model routes and the Open Inference Protocol app.
 The set of served models is data (service/control/shared_state.py): every stored model of a known family at
 start-up (or exactly ``MODEL_ZOO_MODELS``), changed at run time by Triton's repository extension
-(``load``/``unload``). A background task on the worker's event loop applies each change: a model is
+(``load``/``unload``, service/control/repository.py). A background task on the worker's event loop applies each change: a model is
 loaded, warmed up and only then routed to; an unloaded (or replaced) one stops taking new requests
 and is closed when its in-flight requests have finished.
 
@@ -17,12 +17,12 @@ import asyncio
 import gc
 import logging
 import os
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from service.config import Settings
+from service.control.repository import LOAD_WAIT_S, Repository, check_names
 from service.control.shared_state import (
     LOADING,
     READY,
@@ -32,38 +32,24 @@ from service.control.shared_state import (
     SharedState,
     WorkerStatus,
 )
-from service.control.store import (
-    check_entry,
-    entry_family,
-    latest_entries,
-    list_entries,
-)
 from service.core.interface import ServedModel
 from service.core.served import build_served_model
 from service.errors import (
-    InvalidModelName,
-    LoadFailed,
     ModelUnavailable,
     NotInStore,
     NotLoaded,
     ServiceError,
-    Superseded,
 )
 from zoo.entry import get_entry
 from zoo.errors import first_line
 from zoo.families import (
-    FAMILIES,
-    InvalidName,
-    check_model_name,
-    check_version,
     missing_model_message,
 )
 
-logger = logging.getLogger("model_zoo.registry")
+logger = logging.getLogger("model_zoo.manager")
 
 WARMUP_ROUNDS = 16  # model calls per model: > 12, the requests BentoML's batcher uses to fit its latency model
 POLL_S = 0.1  # how often a worker looks for changes to the desired set
-LOAD_WAIT_S = 600.0  # a load/unload request waits this long for every worker (a ResNet warms up in seconds)
 # Young-generation collections run every GC_THRESHOLD[0] net allocations; Python's default (700) means
 # several collections per HTTP request on this stack (service/README.md, "Per-request overhead").
 GC_THRESHOLD = (20_000, 20, 20)
@@ -78,35 +64,6 @@ def settle_heap() -> None:
     logger.info("start-up heap frozen (%d objects) and GC thresholds set to %s", gc.get_freeze_count(), GC_THRESHOLD)
 
 
-def initial_models(settings: Settings) -> dict[str, str]:
-    """name -> tag to serve at start-up: ``MODEL_ZOO_MODELS`` as given, else the latest version of
-    every stored model of a known family (other BentoML models in the store are left alone)."""
-    if settings.models is not None:
-        chosen = {}
-        for name, version in settings.models:
-            entry = get_entry(name, version)
-            if entry is not None:  # preflight has refused to start when one is missing
-                chosen[name] = str(entry.tag)
-        return chosen
-    return {name: str(entry.tag) for name, entry in latest_entries().items() if entry_family(entry) in FAMILIES}
-
-
-def publish_initial(state: SharedState, settings: Settings) -> Desired:
-    """Run where the workers are started, before them: what every worker loads first."""
-    models = initial_models(settings)
-    return state.update_desired(lambda d: d.models.update(models))
-
-
-def _check_names(name: str, version: str | None) -> None:
-    """A name (and version) from a URL or body that a store tag can have, else a 400 naming the rule."""
-    try:
-        check_model_name(name)
-        if version is not None:
-            check_version(version)
-    except InvalidName as exc:
-        raise InvalidModelName(str(exc)) from None
-
-
 @dataclass
 class Served:
     """A model routed to in this worker, with its in-flight request count."""
@@ -117,7 +74,9 @@ class Served:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class Zoo:
+class ModelManager:
+    """The models this worker serves: a background loop applies the desired set; requests ``use`` them."""
+
     def __init__(self, settings: Settings, state: SharedState, worker: int = 1) -> None:
         self.settings = settings
         self.state = state
@@ -129,7 +88,7 @@ class Zoo:
         self.applied = -1  # desired generation applied
         self.synced = False
         self._task: asyncio.Task | None = None
-        self._changing: dict[str, asyncio.Lock] = {}  # name -> held by the one load/unload of it in progress here
+        self.repository = Repository(settings, state)  # Triton's load/unload/index, for every worker
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -269,7 +228,7 @@ class Zoo:
         return (await self._lookup(name, version, False)).model
 
     async def _lookup(self, name: str, version: str | None, alias: bool) -> Served:
-        _check_names(name, version)
+        check_names(name, version)
         served = self.served.get(name)
         if served is None and name in self.loading and name not in self.failures:
             try:  # start-up or a load in progress: wait for it rather than turn the request away
@@ -301,123 +260,3 @@ class Zoo:
         message = (f"model {name!r} is in the model store ({entry.tag}) but not loaded; "
                    f"POST /v2/repository/models/{name}/load to serve it")
         return ModelUnavailable(message) if alias else NotLoaded(message)
-
-    # ------------------------------------------------------------------ the repository extension
-
-    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        """Triton's repository index: every stored model version, with its state across workers."""
-        desired = self.state.read_desired()
-        statuses = self.state.statuses()
-        rows = []
-        for entry in sorted(list_entries(), key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
-            name, version = entry.tag.name, entry.tag.version
-            state, reason = UNAVAILABLE, "unloaded"
-            if entry_family(entry) not in FAMILIES:
-                reason = f"not a model of a known family ({', '.join(FAMILIES)})"
-            failed = desired.failures.get(name)
-            if failed and failed["version"] == version:
-                reason = failed["reason"]
-            if desired.models.get(name) == str(entry.tag):
-                states = [st.models.get(name, {"state": LOADING, "reason": ""}) for st in statuses] or [
-                    {"state": LOADING, "reason": ""}]
-                bad = [s for s in states if s["state"] == UNAVAILABLE]
-                if bad:
-                    reason = bad[0]["reason"]
-                elif all(s["state"] == READY and s.get("version") == version for s in states) \
-                        and len(statuses) >= self.settings.workers:
-                    state, reason = READY, ""
-                else:
-                    state, reason = LOADING, ""
-            if not ready_only or state == READY:
-                rows.append({"name": name, "version": version, "state": state, "reason": reason})
-        return rows
-
-    async def load(self, name: str, version: str | None = None) -> str:
-        """Serve ``name`` (latest or ``version``) on every worker; returns its tag once all serve it."""
-        _check_names(name, version)
-        entry = await asyncio.to_thread(get_entry, name, version)
-        if entry is None:
-            what = f"model {name!r}" + (f" version {version!r}" if version else "")
-            raise NotInStore(f"{what} is not in the model store; export it first (python -m export CHECKPOINT --name {name})")
-        tag = str(entry.tag)
-        problem = await asyncio.to_thread(check_entry, entry, self.settings.runtime, self.settings.precision)
-        if problem is not None:
-            self.state.update_desired(lambda d: d.failures.__setitem__(name, {"version": entry.tag.version,
-                                                                                "reason": problem}))
-            raise LoadFailed(f"load of {tag} failed: {problem}")
-        async with self._change_of(name):
-            previous = self.state.read_desired().models.get(name)
-
-            def serve(d: Desired) -> None:
-                d.models[name] = tag
-                d.failures.pop(name, None)
-
-            generation = self.state.update_desired(serve).generation
-            failure = await self._wait_all(name, f"load of {tag}", generation,
-                                           lambda m: m.get(name, {}).get("state") == READY
-                                           and m[name]["version"] == entry.tag.version,
-                                           lambda m: m.get(name, {}).get("state") == UNAVAILABLE
-                                           and m[name]["version"] == entry.tag.version and m[name]["reason"],
-                                           lambda d: d.models.get(name) == tag)
-            if failure:
-                def undo(d: Desired) -> None:
-                    if d.models.get(name) == tag:  # not if a later change (another worker's) replaced it
-                        if previous is None:
-                            d.models.pop(name, None)
-                        else:
-                            d.models[name] = previous
-                    d.failures[name] = {"version": entry.tag.version, "reason": failure}
-
-                self.state.update_desired(undo)
-                raise LoadFailed(f"load of {tag} failed: {failure}")
-        return tag
-
-    async def unload(self, name: str) -> None:
-        """Stop serving ``name`` on every worker, after the requests they hold are answered."""
-        _check_names(name, None)
-        if name not in self.state.read_desired().models and await asyncio.to_thread(get_entry, name) is None:
-            raise NotInStore(f"model {name!r} is not in the model store and not served")
-        async with self._change_of(name):
-            generation = self.state.update_desired(lambda d: (d.models.pop(name, None),
-                                                              d.failures.pop(name, None))).generation
-            await self._wait_all(name, f"unload of {name!r}", generation, lambda m: name not in m, lambda m: None,
-                                 lambda d: name not in d.models)
-
-    @asynccontextmanager
-    async def _change_of(self, name: str) -> AsyncIterator[None]:
-        """One load/unload of ``name`` at a time in this worker (Triton serialises them per model); the
-        others wait their turn, so each is applied and answered in order. Across workers, ``_wait_all``
-        notices a change that overtook its own."""
-        lock = self._changing.setdefault(name, asyncio.Lock())
-        try:
-            await asyncio.wait_for(lock.acquire(), LOAD_WAIT_S)
-        except asyncio.TimeoutError:
-            raise ModelUnavailable(f"another load or unload of model {name!r} is still in progress; retry shortly",
-                                   headers={"Retry-After": "5"}) from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    async def _wait_all(self, name: str, what: str, generation: int, done: Callable[[dict], bool],
-                        failed: Callable[[dict], str | None], holds: Callable[[Desired], bool]) -> str | None:
-        """Until every worker applied ``generation`` and ``done`` holds for it; the first failure reason.
-        Superseded (409) once the desired set no longer ``holds`` this change: a later load or unload of
-        ``name`` (from another worker) replaced it, and the state this waits for would never come."""
-        deadline = time.monotonic() + LOAD_WAIT_S
-        while time.monotonic() < deadline:
-            statuses = self.state.statuses()
-            for st in statuses:
-                if st.generation >= generation and (reason := failed(st.models)):
-                    return reason
-            if len(statuses) >= self.settings.workers and all(
-                    st.generation >= generation and done(st.models) for st in statuses):
-                return None
-            desired = self.state.read_desired()
-            if not holds(desired):
-                now = desired.models.get(name)
-                raise Superseded(f"{what} was superseded by a later load or unload of model {name!r}: "
-                                 + (f"{now} is served now" if now else "it is unloaded now"))
-            await asyncio.sleep(POLL_S / 2)
-        raise ModelUnavailable(f"not every worker applied the change within {LOAD_WAIT_S:.0f} s; see the server log",
-                               headers={"Retry-After": "5"})

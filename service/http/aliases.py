@@ -37,16 +37,16 @@ class ForecastRequest(bentoml.IODescriptor):
 
 
 def family_route(family: Family) -> Any:
-    """The BentoML API ``/<family.route>`` (a method of the service: ``self.zoo`` serves the models)."""
+    """The BentoML API ``/<family.route>`` (a method of the service: ``self.models`` serves the models)."""
     if family.decoder == "images":
         async def endpoint(self: Any, images: Uploads) -> list[dict[str, Any]]:
-            return await rest.answer(self.zoo, family.name, family.verb, images, alias=True)
+            return await rest.answer(self.models, family.name, family.verb, images, alias=True)
         spec: type = ImageUpload
     else:
         async def endpoint(self: Any, history: list[float], steps: int) -> dict[str, list[float]]:
             body = history if isinstance(history, ServiceError) else rest.ForecastBody.model_construct(
                 history=history, steps=steps)
-            return await rest.answer(self.zoo, family.name, family.verb, body, alias=True)
+            return await rest.answer(self.models, family.name, family.verb, body, alias=True)
         spec = ForecastRequest
     endpoint.__name__ = endpoint.__qualname__ = family.route
     endpoint.__doc__ = f"{family.summary} (the model stored as {family.name!r}; any model: /models/{{name}}/{family.verb})"

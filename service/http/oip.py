@@ -47,13 +47,13 @@ from zoo.families import FAMILIES
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 
-def _zoo() -> Any:
+def _models() -> Any:
     import bentoml
 
     service = bentoml.get_current_service()
     if service is None:
         raise ModelUnavailable("the service is starting; retry shortly")
-    return service.zoo
+    return service.models
 
 
 def _version(request: Request) -> str | None:
@@ -87,7 +87,7 @@ async def live(_: Request) -> Response:
 
 async def ready(_: Request) -> Response:
     try:
-        ok = _zoo().is_ready()
+        ok = _models().is_ready()
     except ServiceError:
         ok = False
     return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
@@ -96,7 +96,7 @@ async def ready(_: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        return JSONResponse(metadata(name, await _zoo().get(name, _version(request))))
+        return JSONResponse(metadata(name, await _models().get(name, _version(request))))
     except ServiceError as exc:
         return error_response(exc)
 
@@ -104,7 +104,7 @@ async def model_metadata(request: Request) -> Response:
 async def model_ready(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        await _zoo().get(name, _version(request))
+        await _models().get(name, _version(request))
     except (NotInStore, InvalidModelName) as exc:  # the repository has no such model (or version)
         return error_response(exc)
     except ServiceError:  # loading, failed or not loaded: the model exists and is not ready
@@ -138,7 +138,7 @@ def _output_tensors(model: ServedModel, req: InferRequest,
 async def infer(request: Request) -> Response:
     name = request.path_params["name"]
     try:
-        async with _zoo().use(name, _version(request)) as model:
+        async with _models().use(name, _version(request)) as model:
             raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
             # a large JSON body takes the parser a good part of a second: not on the event loop
             big = len(raw) > limits.OFF_LOOP_BYTES
@@ -181,7 +181,7 @@ async def repository_index(request: Request) -> Response:
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise BadRequest(f"'ready' must be true or false, got {ready!r}")
-        return JSONResponse(await asyncio.to_thread(_zoo().index, ready))
+        return JSONResponse(await asyncio.to_thread(_models().repository.index, ready))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # as in infer
@@ -203,7 +203,7 @@ async def repository_load(request: Request) -> Response:
         version = params.get("version")
         if version is not None and not isinstance(version, str):
             raise BadRequest(f"'version' must be a string, got {version!r}")
-        tag = await _zoo().load(name, version)
+        tag = await _models().repository.load(name, version)
         return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
     except ServiceError as exc:
         return error_response(exc)
@@ -216,7 +216,7 @@ async def repository_unload(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
-        await _zoo().unload(name)
+        await _models().repository.unload(name)
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})
     except ServiceError as exc:
         return error_response(exc)

@@ -46,10 +46,10 @@ def parse_forecast(body: bytes) -> ForecastBody:
                          '(expected JSON {"history": [numbers...], "steps": integer})') from None
 
 
-def _zoo() -> Any:
+def _models() -> Any:
     import bentoml
 
-    return bentoml.get_current_service().zoo
+    return bentoml.get_current_service().models
 
 
 async def _read_images(request: Request) -> Uploads:
@@ -72,12 +72,12 @@ def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
                     f"not /{wanted}")
 
 
-async def answer(zoo: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
+async def answer(models: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
                  alias: bool = False) -> Response:
     """One REST inference: ``payload`` as parsed by BentoML (the family routes), or the body of
     ``request``, read only once the model is known."""
     try:
-        async with zoo.use(name, alias=alias) as model:
+        async with models.use(name, alias=alias) as model:
             if model.verb != verb:
                 raise _wrong_verb(name, model, verb)
             if payload is None:
@@ -91,11 +91,11 @@ async def answer(zoo: Any, name: str, verb: str, payload: Any = None, request: R
 
 
 async def classify_route(request: Request) -> Response:
-    return await answer(_zoo(), request.path_params["name"], "classify", request=request)
+    return await answer(_models(), request.path_params["name"], "classify", request=request)
 
 
 async def forecast_route(request: Request) -> Response:
-    return await answer(_zoo(), request.path_params["name"], "forecast", request=request)
+    return await answer(_models(), request.path_params["name"], "forecast", request=request)
 
 
 ROUTES = [
