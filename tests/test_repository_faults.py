@@ -266,3 +266,65 @@ def test_a_load_or_unload_overtaken_by_another_answers(two_versions, tmp_path, m
     superseded = f"was superseded by a later load or unload of model 'churn': churn:{v2} is served now"
     assert out["overtaken_load"] == [409, f"load of churn:{v1} {superseded}"]
     assert out["overtaken_unload"] == [409, f"unload of 'churn' {superseded}"]
+
+
+# The disk holding the state directory fills up (issue 25.8), simulated in-process: shared_state's JSON
+# writes fail with ENOSPC after a partial write, as a full disk fails them.
+DISK_FULL = textwrap.dedent("""
+    import asyncio, errno, json, os, sys, types
+    import service.control.shared_state as shared
+    from service.config import Settings
+    from service.control.manager import Zoo
+    from service.errors import ServiceError
+
+    V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
+
+    def full(data, f):
+        f.write('{"generat')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main(root):
+        state = shared.SharedState(root)
+        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo.start()
+        while not zoo.synced:
+            await asyncio.sleep(0.05)
+        await zoo.load("churn", V1)
+        shared.json = types.SimpleNamespace(dump=full, loads=json.loads)  # the disk is full from here on
+        out = {}
+        try:
+            await zoo.load("churn", V2)
+        except ServiceError as exc:
+            out["load"] = [type(exc).__name__, exc.status, exc.message]
+        out["files"] = sorted(p.name for p in state.root.iterdir())
+        async with zoo.use("churn"):
+            out["served"] = [zoo.loop_alive(), zoo.served["churn"].version]
+        again = Zoo(Settings(workers=1, warmup_s=0.0), state, worker=2)  # a worker restarted meanwhile
+        again.start()
+        for _ in range(200):
+            if again.synced and "churn" in again.served:
+                break
+            await asyncio.sleep(0.05)
+        out["restarted"] = [again.loop_alive(), again.served["churn"].version if "churn" in again.served else None]
+        out["statuses_full"] = sorted(st.index for st in state.statuses())
+        shared.json = json  # space returns: the restarted worker publishes its status without a change
+        await asyncio.sleep(0.5)
+        out["statuses_after"] = sorted(st.index for st in state.statuses())
+        print(json.dumps(out))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_a_full_disk_answers_507_leaves_no_temp_files_and_keeps_serving(two_versions, tmp_path, monkeypatch):
+    home, (v1, v2) = two_versions
+    monkeypatch.setenv("CHURN_VERSIONS", f"{v1},{v2}")
+    state = tmp_path / "state"
+    out = _run(DISK_FULL, home, state)
+    assert out["load"] == ["InsufficientStorage", 507,
+                           f"no space left on the device holding the server's state directory {state} (desired.json "
+                           "could not be written); free space there and retry: the models already loaded are still served"]
+    assert out["files"] == ["desired.json", "desired.lock", "worker-1.json"]  # no 0-byte temp files
+    assert out["served"] == [True, v1]
+    assert out["restarted"] == [True, v1]  # it came up serving what the others serve, instead of crash-looping
+    assert out["statuses_full"] == [1] and out["statuses_after"] == [1, 2]

@@ -41,6 +41,7 @@ from service.control.store import (
 from service.core.interface import ServedModel
 from service.core.served import build_served_model
 from service.errors import (
+    InsufficientStorage,
     InvalidModelName,
     LoadFailed,
     ModelUnavailable,
@@ -130,6 +131,7 @@ class Zoo:
         self.synced = False
         self._task: asyncio.Task | None = None
         self._changing: dict[str, asyncio.Lock] = {}  # name -> held by the one load/unload of it in progress here
+        self._unpublished = False  # the last status write failed (disk full): the loop retries every tick
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -163,6 +165,8 @@ class Zoo:
                     settle_heap()
                     logger.info("worker %d ready: serving %s%s", self.worker, ", ".join(sorted(self.served)) or "nothing",
                                 f"; failed: {', '.join(sorted(self.failures))}" if self.failures else "")
+                self._publish()
+            elif self._unpublished:
                 self._publish()
             await asyncio.sleep(POLL_S)
 
@@ -237,7 +241,16 @@ class Zoo:
                 models[name] = {"version": "", "state": LOADING, "reason": ""}
         for name, failure in self.failures.items():
             models[name] = {"version": failure["version"], "state": UNAVAILABLE, "reason": failure["reason"]}
-        self.state.write_status(WorkerStatus(self.worker, os.getpid(), self.applied, self.synced, models))
+        try:
+            self.state.write_status(WorkerStatus(self.worker, os.getpid(), self.applied, self.synced, models))
+        except InsufficientStorage as exc:  # keep serving (and start up): other workers see a stale status until then
+            if not self._unpublished:
+                logger.error("worker %d cannot publish its status: %s", self.worker, exc.message)
+            self._unpublished = True
+        else:
+            if self._unpublished:
+                logger.info("worker %d publishes its status again", self.worker)
+            self._unpublished = False
 
     # ------------------------------------------------------------------ requests
 
