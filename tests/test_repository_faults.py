@@ -328,3 +328,58 @@ def test_a_full_disk_answers_507_leaves_no_temp_files_and_keeps_serving(two_vers
     assert out["served"] == [True, v1]
     assert out["restarted"] == [True, v1]  # it came up serving what the others serve, instead of crash-looping
     assert out["statuses_full"] == [1] and out["statuses_after"] == [1, 2]
+
+
+# Crafted or damaged store entries (issue 25.7a): one corrupt model.yaml made bentoml.models.list() fail,
+# and with it the index, the UI, `zoo models` and start-up.
+BROKEN_YAML = textwrap.dedent("""
+    import asyncio, json, os, sys
+    from service.config import Settings
+    from service.control import preflight
+    from service.control.manager import Zoo, publish_initial
+    from service.control.shared_state import SharedState
+
+    V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
+
+    async def main(root):
+        out = {"preflight": preflight.check(Settings(workers=1)),
+               "preflight_named": preflight.check(Settings(workers=1, models=(("churn", V2), ("churn", "fifo"))))}
+        state = SharedState(root)
+        publish_initial(state, Settings(workers=1))
+        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo.start()
+        while not zoo.synced:
+            await asyncio.sleep(0.05)
+        out["served"] = {name: s.version for name, s in zoo.served.items()}
+        out["index"] = zoo.index()
+        print(json.dumps(out))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_an_unreadable_store_entry_is_listed_unavailable_and_does_not_block_start_up(two_versions, tmp_path,
+                                                                                      monkeypatch):
+    import shutil
+
+    home, (v1, v2) = two_versions
+    store = tmp_path / "store"
+    shutil.copytree(home, store, symlinks=True)
+    churn = store / "models" / "churn"
+    (churn / v2 / "model.yaml").write_text("name: churn\nversion: [unclosed\n")
+    shutil.copytree(churn / v1, churn / "fifo")
+    (churn / "fifo" / "model.yaml").unlink()
+    os.mkfifo(churn / "fifo" / "model.yaml")  # BentoML's read of it would block for ever
+    monkeypatch.setenv("CHURN_VERSIONS", f"{v1},{v2}")
+    out = _run(BROKEN_YAML, store, tmp_path / "state", timeout=120)
+    assert out["preflight"] == []  # never served: start without them
+    assert [p.split(": ")[0] for p in out["preflight_named"]] == [
+        f"model 'churn:{v2}' is named in MODEL_ZOO_MODELS", "model 'churn:fifo' is named in MODEL_ZOO_MODELS"]
+    assert f"{churn / v2 / 'model.yaml'}: unreadable store entry, not served" in out["preflight_named"][0]
+    assert f"{churn / 'fifo' / 'model.yaml'}: unreadable store entry, not served: not a regular file" \
+        in out["preflight_named"][1]
+    assert out["served"] == {"churn": v1}  # the newest readable version
+    rows = {row["version"]: row for row in out["index"]}
+    assert rows[v1] == {"name": "churn", "version": v1, "state": "READY", "reason": ""}
+    assert rows[v2]["state"] == "UNAVAILABLE" and rows[v2]["reason"].startswith(f"{churn / v2 / 'model.yaml'}: ")
+    assert rows["fifo"]["state"] == "UNAVAILABLE" and "not a regular file" in rows["fifo"]["reason"]

@@ -36,7 +36,7 @@ from service.control.store import (
     check_entry,
     entry_family,
     latest_entries,
-    list_entries,
+    scan_store,
 )
 from service.core.interface import ServedModel
 from service.core.served import build_served_model
@@ -322,7 +322,8 @@ class Zoo:
         desired = self.state.read_desired()
         statuses = self.state.statuses()
         rows = []
-        for entry in sorted(list_entries(), key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
+        entries, broken = scan_store()
+        for entry in sorted(entries, key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
             name, version = entry.tag.name, entry.tag.version
             state, reason = UNAVAILABLE, "unloaded"
             if entry_family(entry) not in FAMILIES:
@@ -343,6 +344,9 @@ class Zoo:
                     state, reason = LOADING, ""
             if not ready_only or state == READY:
                 rows.append({"name": name, "version": version, "state": state, "reason": reason})
+        if not ready_only:  # after the readable versions of the same name
+            rows.extend({"name": b.name, "version": b.version, "state": UNAVAILABLE, "reason": b.reason} for b in broken)
+            rows.sort(key=lambda row: row["name"])
         return rows
 
     async def load(self, name: str, version: str | None = None) -> str:
