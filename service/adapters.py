@@ -29,6 +29,7 @@ fail, naming the internal (``INTERNALS``), when BentoML or uvicorn changes one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 INTERNALS = {
@@ -40,11 +41,20 @@ INTERNALS = {
                   "getattr(service_instance, name).local",
     "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
     "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle",
+    "model_store": "bentoml._internal.configuration.containers.BentoMLContainer.model_store.get()._path",
 }
 METRICS_INTERNAL = INTERNALS["metrics"]
 PROTOCOL_INTERNAL = INTERNALS["protocol"]
 PROTOCOL_ENTRY = f"{__name__}:HTTPProtocol"  # what uvicorn imports for http="auto" once installed
 _REAL_PATH = "model_zoo.real_path"  # scope key carrying the real path past BentoML's metrics middleware
+
+
+def model_store_dir() -> Path:
+    """The model store in effect (a served bento's own): ``bentoml.models.list()`` fails as a whole on one
+    unreadable ``model.yaml``, so service/control/store.py walks the entries itself."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store.get()._path)
 
 
 def cork_dispatcher(max_latency_ms: int, max_batch: int, fallback: Callable[[], Any]) -> Any:

@@ -70,6 +70,13 @@ class Superseded(ServiceError):
     status = 409
 
 
+class InsufficientStorage(ServiceError):
+    """The disk holding the server's files is full (507): a load or unload could not be recorded; what is
+    loaded goes on being served."""
+
+    status = 507
+
+
 class ModelUnavailable(ServiceError):
     """A model that is not in the store, or not loaded yet (503): the message says how to add it."""
 

@@ -21,9 +21,10 @@ from typing import Any
 
 from service import adapters
 from service.config import Settings
+from service.control.preflight import PreflightError, check_or_exit, in_worker
 from service.control.repository import publish_initial
-from service.control.preflight import check_or_exit, in_worker
 from service.control.shared_state import SharedState
+from service.errors import InsufficientStorage
 from service.http import balance
 from service.http.connections import HeaderDeadline
 from service.http.routes import RouteLabels, route_templates
@@ -44,7 +45,10 @@ def prepare_process(settings: Settings) -> SharedState:
         return state
     state = SharedState.from_env(create=True)
     atexit.register(shutil.rmtree, state.root, ignore_errors=True)
-    publish_initial(state, settings)
+    try:
+        publish_initial(state, settings)
+    except InsufficientStorage as exc:  # one line naming the cause, not a traceback
+        raise PreflightError([exc.message]) from None
     return state
 
 

@@ -270,3 +270,120 @@ def test_a_load_or_unload_overtaken_by_another_answers(two_versions, tmp_path, m
     superseded = f"was superseded by a later load or unload of model 'churn': churn:{v2} is served now"
     assert out["overtaken_load"] == [409, f"load of churn:{v1} {superseded}"]
     assert out["overtaken_unload"] == [409, f"unload of 'churn' {superseded}"]
+
+
+# The disk holding the state directory fills up (issue 25.8), simulated in-process: shared_state's JSON
+# writes fail with ENOSPC after a partial write, as a full disk fails them.
+DISK_FULL = textwrap.dedent("""
+    import asyncio, errno, json, os, sys, types
+    import service.control.shared_state as shared
+    from service.config import Settings
+    from service.control.manager import Zoo
+    from service.errors import ServiceError
+
+    V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
+
+    def full(data, f):
+        f.write('{"generat')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main(root):
+        state = shared.SharedState(root)
+        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo.start()
+        while not zoo.synced:
+            await asyncio.sleep(0.05)
+        await zoo.load("churn", V1)
+        shared.json = types.SimpleNamespace(dump=full, loads=json.loads)  # the disk is full from here on
+        out = {}
+        try:
+            await zoo.load("churn", V2)
+        except ServiceError as exc:
+            out["load"] = [type(exc).__name__, exc.status, exc.message]
+        out["files"] = sorted(p.name for p in state.root.iterdir())
+        async with zoo.use("churn"):
+            out["served"] = [zoo.loop_alive(), zoo.served["churn"].version]
+        again = Zoo(Settings(workers=1, warmup_s=0.0), state, worker=2)  # a worker restarted meanwhile
+        again.start()
+        for _ in range(200):
+            if again.synced and "churn" in again.served:
+                break
+            await asyncio.sleep(0.05)
+        out["restarted"] = [again.loop_alive(), again.served["churn"].version if "churn" in again.served else None]
+        out["statuses_full"] = sorted(st.index for st in state.statuses())
+        shared.json = json  # space returns: the restarted worker publishes its status without a change
+        await asyncio.sleep(0.5)
+        out["statuses_after"] = sorted(st.index for st in state.statuses())
+        print(json.dumps(out))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_a_full_disk_answers_507_leaves_no_temp_files_and_keeps_serving(two_versions, tmp_path, monkeypatch):
+    home, (v1, v2) = two_versions
+    monkeypatch.setenv("CHURN_VERSIONS", f"{v1},{v2}")
+    state = tmp_path / "state"
+    out = _run(DISK_FULL, home, state)
+    assert out["load"] == ["InsufficientStorage", 507,
+                           f"no space left on the device holding the server's state directory {state} (desired.json "
+                           "could not be written); free space there and retry: the models already loaded are still served"]
+    assert out["files"] == ["desired.json", "desired.lock", "worker-1.json"]  # no 0-byte temp files
+    assert out["served"] == [True, v1]
+    assert out["restarted"] == [True, v1]  # it came up serving what the others serve, instead of crash-looping
+    assert out["statuses_full"] == [1] and out["statuses_after"] == [1, 2]
+
+
+# Crafted or damaged store entries (issue 25.7a): one corrupt model.yaml made bentoml.models.list() fail,
+# and with it the index, the UI, `zoo models` and start-up.
+BROKEN_YAML = textwrap.dedent("""
+    import asyncio, json, os, sys
+    from service.config import Settings
+    from service.control import preflight
+    from service.control.manager import Zoo, publish_initial
+    from service.control.shared_state import SharedState
+
+    V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
+
+    async def main(root):
+        out = {"preflight": preflight.check(Settings(workers=1)),
+               "preflight_named": preflight.check(Settings(workers=1, models=(("churn", V2), ("churn", "fifo"))))}
+        state = SharedState(root)
+        publish_initial(state, Settings(workers=1))
+        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo.start()
+        while not zoo.synced:
+            await asyncio.sleep(0.05)
+        out["served"] = {name: s.version for name, s in zoo.served.items()}
+        out["index"] = zoo.index()
+        print(json.dumps(out))
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_an_unreadable_store_entry_is_listed_unavailable_and_does_not_block_start_up(two_versions, tmp_path,
+                                                                                      monkeypatch):
+    import shutil
+
+    home, (v1, v2) = two_versions
+    store = tmp_path / "store"
+    shutil.copytree(home, store, symlinks=True)
+    churn = store / "models" / "churn"
+    (churn / v2 / "model.yaml").write_text("name: churn\nversion: [unclosed\n")
+    shutil.copytree(churn / v1, churn / "fifo")
+    (churn / "fifo" / "model.yaml").unlink()
+    os.mkfifo(churn / "fifo" / "model.yaml")  # BentoML's read of it would block for ever
+    monkeypatch.setenv("CHURN_VERSIONS", f"{v1},{v2}")
+    out = _run(BROKEN_YAML, store, tmp_path / "state", timeout=120)
+    assert out["preflight"] == []  # never served: start without them
+    assert [p.split(": ")[0] for p in out["preflight_named"]] == [
+        f"model 'churn:{v2}' is named in MODEL_ZOO_MODELS", "model 'churn:fifo' is named in MODEL_ZOO_MODELS"]
+    assert f"{churn / v2 / 'model.yaml'}: unreadable store entry, not served" in out["preflight_named"][0]
+    assert f"{churn / 'fifo' / 'model.yaml'}: unreadable store entry, not served: not a regular file" \
+        in out["preflight_named"][1]
+    assert out["served"] == {"churn": v1}  # the newest readable version
+    rows = {row["version"]: row for row in out["index"]}
+    assert rows[v1] == {"name": "churn", "version": v1, "state": "READY", "reason": ""}
+    assert rows[v2]["state"] == "UNAVAILABLE" and rows[v2]["reason"].startswith(f"{churn / v2 / 'model.yaml'}: ")
+    assert rows["fifo"]["state"] == "UNAVAILABLE" and "not a regular file" in rows["fifo"]["reason"]

@@ -57,6 +57,58 @@ def test_runtime_choices_on_cpu(mlp_dir, caplog):
     np.testing.assert_allclose(ts.run({"input": x})["logits"], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_graph_with_more_outputs_than_labels_is_a_load_failure_naming_both(mlp_dir, tmp_path):
+    """Fewer labels than the graph's outputs passed preflight, then every classify was a 500 (issue 25.7b)."""
+    import dataclasses
+    import shutil
+
+    from service.core.runtime import RuntimeLoadError
+
+    path, _, spec = mlp_dir
+    shutil.copy(path / "model.onnx", tmp_path / "model.onnx")
+    for n in (9, 11):
+        wrong = dataclasses.replace(spec, labels=spec.labels[:n] if n < 10 else (*spec.labels, "extra"))
+        with pytest.raises(RuntimeLoadError, match=f"model.onnx: the graph's output 'logits' has 10 classes "
+                                                   f"but the spec lists {n} labels"):
+            load_session(tmp_path, wrong, "onnx", "fp32", threads=1)
+    assert load_session(tmp_path, spec, "onnx", "fp32", threads=1).artifact == "model.onnx"
+
+
+@pytest.mark.parametrize("artifact, precision, runtime", [("model.onnx", "fp32", "onnx"),
+                                                          ("model.int8.onnx", "int8", "onnx"),
+                                                          ("model.ts", "auto", "torchscript")])
+@pytest.mark.parametrize("kind", ["a FIFO", "a directory"])
+def test_an_artifact_that_is_not_a_regular_file_fails_at_once(mlp_dir, tmp_path, artifact, precision, runtime, kind):
+    """A FIFO as model.onnx hung preflight, and each load held a thread for ever (issue 25.7c)."""
+    import os
+    import shutil
+    import threading
+
+    from service.core.runtime import RuntimeLoadError
+
+    path, _, spec = mlp_dir
+    shutil.copy(path / "model.onnx", tmp_path / "model.onnx")
+    target = tmp_path / artifact
+    target.unlink(missing_ok=True)
+    os.mkfifo(target) if kind == "a FIFO" else target.mkdir()
+    raised: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_session(tmp_path, spec, runtime, precision, threads=1)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            raised.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # release the blocked open so the thread ends with the test
+        os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK)) if kind == "a FIFO" else None
+        pytest.fail(f"loading with {artifact} as {kind} still blocks after 20 s")
+    assert len(raised) == 1 and isinstance(raised[0], RuntimeLoadError), raised
+    assert str(raised[0]) == f"{target}: {kind}, not a regular file; re-export the model (python -m export)"
+
+
 def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("MODEL_ZOO_MAX_IMAGES", "12")
     monkeypatch.setenv("MODEL_ZOO_RUNTIME", "TorchScript")

@@ -46,3 +46,20 @@ def test_mean_std_must_match_channels():
     with pytest.raises(SpecError, match="one value per channel"):
         Spec(family="x", task="classification", labels=("a",),
              image=ImageSpec(color_mode="RGB", height=32, width=32, mean=(0.5,), std=(0.5,)))
+
+
+def test_imagenet_sized_label_sets_pass_and_oversized_ones_name_the_limit():
+    """Labels travel in every classify answer and every index call (issue 25.7d): 10 labels of 2 MiB
+    made a 3 KB request a 96 MiB answer. Checked wherever a spec is read: export and load."""
+    from zoo.spec import MAX_LABEL_CHARS, MAX_LABELS
+
+    base = mnist_spec().to_dict()
+    assert Spec.from_dict({**base, "labels": [f"n{i:08d} {'x' * 200}" for i in range(1000)]}).num_classes == 1000
+    assert Spec.from_dict({**base, "labels": [str(i) for i in range(MAX_LABELS)]}).num_classes == 4096
+    with pytest.raises(SpecError, match="4097 labels, more than the limit of 4096"):
+        Spec.from_dict({**base, "labels": [str(i) for i in range(MAX_LABELS + 1)]})
+    with pytest.raises(SpecError, match=r"label 3 has 2097152 characters, more than the limit of 256"):
+        Spec.from_dict({**base, "labels": ["a", "b", "c", "x" * 2**21]})
+    assert Spec.from_dict({**base, "labels": ["y" * MAX_LABEL_CHARS]}).num_classes == 1
+    with pytest.raises(SpecError, match="label 1 is a int, not a string"):
+        Spec.from_dict({**base, "labels": ["a", 7]})

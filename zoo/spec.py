@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 SPEC_VERSION = 1
+# Labels travel in every classify answer and every index call parses every spec: bound both.
+# 4096 classes: ImageNet-1k (1000) and an ImageFolder of a few thousand classes fit; ImageNet-21k does not.
+MAX_LABELS = 4096
+MAX_LABEL_CHARS = 256  # WordNet glosses (ImageNet's longest class names) stay under 130
 
 Task = Literal["classification", "forecast"]
 
@@ -88,6 +92,7 @@ class Spec:
         if self.task == "classification":
             if self.image is None or not self.labels:
                 raise SpecError(f"{self.family}: a classification spec needs 'image' and 'labels'")
+            self._check_labels()
             if len(self.image.mean) != self.image.channels or len(self.image.std) != self.image.channels:
                 raise SpecError(f"{self.family}: mean/std need one value per channel ({self.image.channels})")
             if any(s <= 0 for s in self.image.std):
@@ -97,6 +102,16 @@ class Spec:
                 raise SpecError(f"{self.family}: a forecast spec needs 'sequence'")
         else:
             raise SpecError(f"{self.family}: unknown task {self.task!r} (expected classification or forecast)")
+
+    def _check_labels(self) -> None:
+        if len(self.labels) > MAX_LABELS:
+            raise SpecError(f"{self.family}: {len(self.labels)} labels, more than the limit of {MAX_LABELS}")
+        for i, label in enumerate(self.labels):
+            if not isinstance(label, str):
+                raise SpecError(f"{self.family}: label {i} is a {type(label).__name__}, not a string")
+            if len(label) > MAX_LABEL_CHARS:
+                raise SpecError(f"{self.family}: label {i} has {len(label)} characters, more than the limit "
+                                f"of {MAX_LABEL_CHARS} (labels[{i}] starts {label[:40]!r})")
 
     @property
     def num_classes(self) -> int:

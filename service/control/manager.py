@@ -35,6 +35,7 @@ from service.control.shared_state import (
 from service.core.interface import ServedModel
 from service.core.served import build_served_model
 from service.errors import (
+    InsufficientStorage,
     ModelUnavailable,
     NotInStore,
     NotLoaded,
@@ -89,6 +90,7 @@ class ModelManager:
         self.synced = False
         self._task: asyncio.Task | None = None
         self.repository = Repository(settings, state)  # Triton's load/unload/index, for every worker
+        self._unpublished = False  # the last status write failed (disk full): the loop retries every tick
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +124,8 @@ class ModelManager:
                     settle_heap()
                     logger.info("worker %d ready: serving %s%s", self.worker, ", ".join(sorted(self.served)) or "nothing",
                                 f"; failed: {', '.join(sorted(self.failures))}" if self.failures else "")
+                self._publish()
+            elif self._unpublished:
                 self._publish()
             await asyncio.sleep(POLL_S)
 
@@ -196,7 +200,16 @@ class ModelManager:
                 models[name] = {"version": "", "state": LOADING, "reason": ""}
         for name, failure in self.failures.items():
             models[name] = {"version": failure["version"], "state": UNAVAILABLE, "reason": failure["reason"]}
-        self.state.write_status(WorkerStatus(self.worker, os.getpid(), self.applied, self.synced, models))
+        try:
+            self.state.write_status(WorkerStatus(self.worker, os.getpid(), self.applied, self.synced, models))
+        except InsufficientStorage as exc:  # keep serving (and start up): other workers see a stale status until then
+            if not self._unpublished:
+                logger.error("worker %d cannot publish its status: %s", self.worker, exc.message)
+            self._unpublished = True
+        else:
+            if self._unpublished:
+                logger.info("worker %d publishes its status again", self.worker)
+            self._unpublished = False
 
     # ------------------------------------------------------------------ requests
 

@@ -24,6 +24,7 @@ Wiring (service/app.py, after the imports, before the class body reads the setti
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -32,11 +33,14 @@ from service.control.store import (
     check_entry,
     entry_family,
     latest_entries,
-    list_entries,
+    scan_store,
 )
 from zoo.entry import get_entry
 from zoo.errors import first_line
 from zoo.families import FAMILIES
+
+
+logger = logging.getLogger("model_zoo.preflight")
 
 
 class PreflightError(SystemExit):
@@ -60,7 +64,11 @@ def check(settings: Settings) -> list[str]:
     """Problems with every model this instance would serve at start-up (empty: all good)."""
     problems = []
     if settings.models is not None:
+        broken = {(b.name, b.version): b.reason for b in scan_store()[1]}
         for name, version in settings.models:
+            if (name, version) in broken:  # looked up, a FIFO model.yaml would block
+                problems.append(f"model '{name}:{version}' is named in MODEL_ZOO_MODELS: {broken[name, version]}")
+                continue
             try:
                 entry = get_entry(name, version)
             except Exception as exc:  # noqa: BLE001 - a corrupt model.yaml makes the store lookup itself fail
@@ -75,9 +83,11 @@ def check(settings: Settings) -> list[str]:
                 problems.append(problem)
         return problems
     try:
-        entries = list_entries()
+        entries, broken = scan_store()
     except Exception as exc:  # noqa: BLE001
         return [f"the model store cannot be read: {first_line(exc)}"]
+    for bad in broken:  # never served (its family is unknowable): start without it, and say so
+        logger.warning("model %s:%s is skipped: %s", bad.name, bad.version, bad.reason)
     for name, entry in latest_entries(entries).items():
         if entry_family(entry) in FAMILIES or name in FAMILIES:
             if (problem := check_entry(entry, settings.runtime, settings.precision)):

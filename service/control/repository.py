@@ -26,7 +26,7 @@ from service.control.store import (
     check_entry,
     entry_family,
     latest_entries,
-    list_entries,
+    scan_store,
 )
 from service.errors import (
     InvalidModelName,
@@ -84,7 +84,8 @@ class Repository:
         desired = self.state.read_desired()
         statuses = self.state.statuses()
         rows = []
-        for entry in sorted(list_entries(), key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
+        entries, broken = scan_store()
+        for entry in sorted(entries, key=lambda e: (e.tag.name, -e.creation_time.timestamp())):
             name, version = entry.tag.name, entry.tag.version
             state, reason = UNAVAILABLE, "unloaded"
             if entry_family(entry) not in FAMILIES:
@@ -105,6 +106,9 @@ class Repository:
                     state, reason = LOADING, ""
             if not ready_only or state == READY:
                 rows.append({"name": name, "version": version, "state": state, "reason": reason})
+        if not ready_only:  # after the readable versions of the same name
+            rows.extend({"name": b.name, "version": b.version, "state": UNAVAILABLE, "reason": b.reason} for b in broken)
+            rows.sort(key=lambda row: row["name"])
         return rows
 
     async def load(self, name: str, version: str | None = None) -> str:

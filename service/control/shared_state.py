@@ -17,6 +17,7 @@ A replaced worker reads the same desired set at start-up, so it comes back servi
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from service.errors import InsufficientStorage
 
 STATE_DIR_ENV = "MODEL_ZOO_STATE_DIR"
 
@@ -65,10 +68,26 @@ def _alive(pid: int) -> bool:
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    """Replace ``path`` whole or not at all; a failed write leaves no temp file behind. A full disk is
+    ``InsufficientStorage`` (507), naming the directory: a load answered a plain 500 and left 0-byte files."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(f"no space left on the device holding the server's state directory "
+                                      f"{path.parent} ({path.name} could not be written); free space there "
+                                      "and retry: the models already loaded are still served",
+                                      headers={"Retry-After": "30"}) from exc
+        raise
 
 
 class SharedState:

@@ -6,6 +6,9 @@ models the bento packed. The lookup of one entry by tag, ``get_entry``, is in zo
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,43 @@ from zoo.families import FAMILIES
 from zoo.spec import Spec
 
 
-def list_entries() -> list[Any]:
-    """Every stored model, every version (newest first per name, as BentoML lists them)."""
+@dataclass(frozen=True)
+class BrokenEntry:
+    """A store entry BentoML cannot read (a corrupt or crafted ``model.yaml``): listed, never served."""
+
+    name: str
+    version: str
+    reason: str  # names the file
+
+
+def scan_store() -> tuple[list[Any], list[BrokenEntry]]:
+    """Every readable stored model (every version, by name), and every entry that cannot be read: one
+    corrupt ``model.yaml`` made ``bentoml.models.list()`` (the index, the UI, start-up) fail as a whole."""
     import bentoml
 
-    return list(bentoml.models.list())
+    from service.adapters import model_store_dir
+
+    root = model_store_dir()
+    entries, broken = [], []
+    if not root.is_dir():
+        return entries, broken
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for version_dir in sorted(p for p in name_dir.iterdir() if p.is_dir()):
+            info = version_dir / "model.yaml"
+            try:
+                mode = os.stat(info).st_mode
+                if not stat.S_ISREG(mode):  # a FIFO would block BentoML's read for ever
+                    raise ValueError("not a regular file")
+                entries.append(bentoml.models.get(f"{name_dir.name}:{version_dir.name}"))
+            except Exception as exc:  # noqa: BLE001 - YAML, schema, tag and OS errors alike
+                broken.append(BrokenEntry(name_dir.name, version_dir.name,
+                                          f"{info}: unreadable store entry, not served: {first_line(exc)}"))
+    return entries, broken
+
+
+def list_entries() -> list[Any]:
+    """Every readable stored model, every version (unreadable ones: ``scan_store``)."""
+    return scan_store()[0]
 
 
 def latest_entries(entries: list[Any] | None = None) -> dict[str, Any]:

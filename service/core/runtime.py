@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,22 @@ def load_session(model_dir: str | Path, spec: Spec, runtime: str = "onnx", preci
     return _onnx_session(model_dir, spec, precision, threads)
 
 
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` exists, checked before anything opens it: a FIFO blocks its reader until a writer
+    comes (a load held a thread for ever, preflight hung) and a device never ends, so anything but a
+    regular file is a load failure naming it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a file")
+        raise RuntimeLoadError(f"{path}: {kind}, not a regular file; re-export the model (python -m export)")
+    return True
+
+
 def _pick_onnx_artifact(model_dir: Path, precision: str, gpu: bool, name: str) -> str:
     wanted = {"auto": "fp16" if gpu else "fp32", "fp16": "fp16", "fp32": "fp32", "int8": "int8"}[precision]
     if wanted == "fp16" and not gpu:
@@ -101,7 +119,7 @@ def _pick_onnx_artifact(model_dir: Path, precision: str, gpu: bool, name: str) -
     if wanted == "int8" and gpu:
         logger.warning("%s: int8 is the CPU artifact; on the GPU serving fp16", name)
         wanted = "fp16"
-    if not (model_dir / ARTIFACTS[wanted]).is_file():
+    if not _regular_file(model_dir / ARTIFACTS[wanted]):
         logger.warning("%s: %s not in the store entry; serving fp32", name, ARTIFACTS[wanted])
         wanted = "fp32"
     return ARTIFACTS[wanted]
@@ -125,6 +143,7 @@ def _onnx_session(model_dir: Path, spec: Spec, precision: str, threads: int) -> 
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # ORT's own warnings go to stderr; ours say what was chosen
     path = model_dir / artifact
+    _regular_file(path)  # absent: ORT's own message names it, as it always did
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises several types; the message names the file
@@ -143,6 +162,7 @@ def _onnx_cpu_fallback(model_dir: Path, spec: Spec, threads: int, opts: Any) -> 
     import onnxruntime as ort
 
     path = model_dir / ARTIFACTS["fp32"]
+    _regular_file(path)
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
@@ -155,6 +175,11 @@ def _wrap_ort(sess: Any, spec: Spec, artifact: str, provider: str) -> Session:
     found = [i.name for i in sess.get_inputs()]
     if sorted(found) != sorted(inputs):
         raise RuntimeLoadError(f"{artifact}: graph inputs {found} do not match the contract {inputs}")
+    if spec.task == "classification":  # fewer labels than outputs passed the load, then every classify was a 500
+        width = next((o.shape[-1] for o in sess.get_outputs() if o.name == outputs[0] and o.shape), None)
+        if isinstance(width, int) and width != spec.num_classes:
+            raise RuntimeLoadError(f"{artifact}: the graph's output {outputs[0]!r} has {width} classes but the spec "
+                                   f"lists {spec.num_classes} labels; export again with matching labels")
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = sess.run(outputs, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
@@ -167,7 +192,7 @@ def _torchscript_session(model_dir: Path, spec: Spec, threads: int) -> Session:
     import torch  # only here: a CPU ONNX deployment never needs torch
 
     path = model_dir / ARTIFACTS["torchscript"]
-    if not path.is_file():
+    if not _regular_file(path):
         raise RuntimeLoadError(f"{path}: no TorchScript artifact in this store entry (export with --formats torchscript)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
