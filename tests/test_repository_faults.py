@@ -278,7 +278,7 @@ DISK_FULL = textwrap.dedent("""
     import asyncio, errno, json, os, sys, types
     import service.control.shared_state as shared
     from service.config import Settings
-    from service.control.manager import Zoo
+    from service.control.manager import ModelManager
     from service.errors import ServiceError
 
     V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
@@ -289,21 +289,21 @@ DISK_FULL = textwrap.dedent("""
 
     async def main(root):
         state = shared.SharedState(root)
-        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo = ModelManager(Settings(workers=1, warmup_s=0.0), state)
         zoo.start()
         while not zoo.synced:
             await asyncio.sleep(0.05)
-        await zoo.load("churn", V1)
+        await zoo.repository.load("churn", V1)
         shared.json = types.SimpleNamespace(dump=full, loads=json.loads)  # the disk is full from here on
         out = {}
         try:
-            await zoo.load("churn", V2)
+            await zoo.repository.load("churn", V2)
         except ServiceError as exc:
             out["load"] = [type(exc).__name__, exc.status, exc.message]
         out["files"] = sorted(p.name for p in state.root.iterdir())
         async with zoo.use("churn"):
             out["served"] = [zoo.loop_alive(), zoo.served["churn"].version]
-        again = Zoo(Settings(workers=1, warmup_s=0.0), state, worker=2)  # a worker restarted meanwhile
+        again = ModelManager(Settings(workers=1, warmup_s=0.0), state, worker=2)  # a worker restarted meanwhile
         again.start()
         for _ in range(200):
             if again.synced and "churn" in again.served:
@@ -340,7 +340,8 @@ BROKEN_YAML = textwrap.dedent("""
     import asyncio, json, os, sys
     from service.config import Settings
     from service.control import preflight
-    from service.control.manager import Zoo, publish_initial
+    from service.control.manager import ModelManager
+    from service.control.repository import publish_initial
     from service.control.shared_state import SharedState
 
     V1, V2 = os.environ["CHURN_VERSIONS"].split(",")
@@ -350,12 +351,12 @@ BROKEN_YAML = textwrap.dedent("""
                "preflight_named": preflight.check(Settings(workers=1, models=(("churn", V2), ("churn", "fifo"))))}
         state = SharedState(root)
         publish_initial(state, Settings(workers=1))
-        zoo = Zoo(Settings(workers=1, warmup_s=0.0), state)
+        zoo = ModelManager(Settings(workers=1, warmup_s=0.0), state)
         zoo.start()
         while not zoo.synced:
             await asyncio.sleep(0.05)
         out["served"] = {name: s.version for name, s in zoo.served.items()}
-        out["index"] = zoo.index()
+        out["index"] = zoo.repository.index()
         print(json.dumps(out))
 
     asyncio.run(main(sys.argv[1]))
