@@ -8,7 +8,8 @@ nothing else runs there:
 - ``prepare_process``: in every process, the families of plugin modules (``MODEL_ZOO_FAMILIES``,
   zoo/families.py) join the table before anything reads it; in the arbiter, the start-up check of the store (service/control/preflight.py)
   and the workers' shared state, a fresh directory removed at exit, with the start-up set published;
-  in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``) and the connection balance.
+  in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``), the connection balance, and a watch on
+  the arbiter: a worker whose arbiter is gone shuts down (service/control/parent.py).
 - ``adapt_server``: BentoML's metrics labelled by route template (service/http/routes.py) and uvicorn's
   protocol under the header deadline and the connection count, through service/adapters.py.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from service import adapters
 from service.config import Settings
 from service.control.manager import publish_initial
+from service.control.parent import exit_with_parent
 from service.control.preflight import check_or_exit, in_worker
 from service.control.shared_state import SharedState
 from service.http import balance
@@ -39,6 +41,7 @@ def prepare_process(settings: Settings) -> SharedState:
     if in_worker():
         import bentoml
 
+        exit_with_parent()  # circus starts each worker in a session of its own: the arbiter's group is not its
         state = SharedState.from_env(create=False)
         balance.enable(state.root, settings.workers, bentoml.server_context.worker_index)
         return state
