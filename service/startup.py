@@ -11,7 +11,7 @@ nothing else runs there:
   in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``), the connection balance, and a watch on
   the arbiter: a worker whose arbiter is gone shuts down (service/control/parent.py).
 - ``adapt_server``: BentoML's metrics labelled by route template (service/http/routes.py) and uvicorn's
-  protocol under the header deadline and the connection count, through service/adapters.py.
+  protocol under the header deadline, the drain signal and the connection count, through service/adapters.py.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from service.control.preflight import check_or_exit, in_worker
 from service.control.shared_state import SharedState
 from service.http import balance
 from service.http.connections import HeaderDeadline
+from service.http.drain import DrainSignal
 from service.http.routes import RouteLabels, route_templates
 from zoo.families import load_plugins
 
@@ -55,4 +56,5 @@ def adapt_server(service: Any, app: Any, settings: Settings) -> None:
     """Metrics by route template (bounded series); a connection that sends no complete request headers
     within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
     adapters.install_route_labels(RouteLabels(route_templates(service, app)))
-    adapters.install_http_protocol(HeaderDeadline, balance.CountedConnections, header_timeout=settings.header_timeout_s)
+    adapters.install_http_protocol(HeaderDeadline, DrainSignal, balance.CountedConnections,
+                                   header_timeout=settings.header_timeout_s)

@@ -41,6 +41,7 @@ from service.http.oip_codec import (
     encode_response,
     parse_infer,
 )
+from service.http.drain import process_drain
 from service.http.responses import error_response
 from zoo.families import FAMILIES
 
@@ -203,7 +204,7 @@ async def repository_load(request: Request) -> Response:
         version = params.get("version")
         if version is not None and not isinstance(version, str):
             raise BadRequest(f"'version' must be a string, got {version!r}")
-        tag = await _zoo().load(name, version)
+        tag = await process_drain().until(_zoo().load(name, version), f"load of {name!r}")  # SIGTERM: 503 at once
         return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
     except ServiceError as exc:
         return error_response(exc)
@@ -216,7 +217,7 @@ async def repository_unload(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
-        await _zoo().unload(name)
+        await process_drain().until(_zoo().unload(name), f"unload of {name!r}")
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})
     except ServiceError as exc:
         return error_response(exc)
