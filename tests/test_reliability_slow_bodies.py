@@ -105,3 +105,36 @@ def test_a_stalled_body_is_cut_at_the_timeout_with_408(server):
     assert status == 408, (status, body)
     assert "MODEL_ZOO_BODY_TIMEOUT_S" in json.loads(body)["error"]
     assert closed and TIMEOUT_S - 0.5 < took < TIMEOUT_S + 5, took
+
+
+def test_the_deadline_ends_with_the_body():
+    """Once the body is complete, an app waiting on ``receive`` for the disconnect (starlette's streaming
+    responses do) waits as long as it likes: no 408, no made-up disconnect, and the peer is no longer counted."""
+    import asyncio
+
+    from service.http.bodies import SlowBodies
+
+    async def run() -> tuple[list, list, dict]:
+        messages = [{"type": "http.request", "body": b"x", "more_body": False}]
+        got, sent = [], []
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(0.5)  # the client goes away later than the deadline
+            return {"type": "http.disconnect", "real": True}
+
+        async def app(scope, receive, send) -> None:
+            got.append(await receive())
+            got.append(await receive())
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        middleware = SlowBodies(app, timeout_s=0.1, per_client=1)
+        scope = {"type": "http", "headers": [(b"content-length", b"1")], "client": ("10.0.0.1", 1)}
+        await middleware(scope, receive, send)
+        return got, sent, dict(middleware.receiving)
+
+    got, sent, receiving = asyncio.run(run())
+    assert got[1] == {"type": "http.disconnect", "real": True} and sent == [] and receiving == {}
