@@ -20,7 +20,9 @@ import httpx
 import psutil
 import pytest
 import torch
-from harness import ROOT, make_checkpoint, serve
+from harness import ROOT, TEST_ENV, make_checkpoint, serve
+
+from devtools.launch import spawn_service
 
 pytestmark = pytest.mark.slow
 GONE_WITHIN_S = 10.0  # a worker's parent watch polls every 0.5 s
@@ -92,38 +94,58 @@ def store(tmp_path_factory):
     return tmp / "store"
 
 
+def sigterm_while_waiting(server, path: str, body: dict) -> tuple[int | None, float, httpx.Response | Exception]:
+    """POST ``path`` (a request that waits), then SIGTERM the server's group: (exit status or None if it
+    still ran after DRAIN_WITHIN_S, seconds to exit, the answer). The workers are gone afterwards."""
+    answers: list[httpx.Response | Exception] = []
+
+    def post() -> None:
+        try:
+            answers.append(httpx.post(server.url + path, json=body, timeout=200))
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    waiter = threading.Thread(target=post, daemon=True)
+    waiter.start()
+    time.sleep(3.0)
+    assert not answers, answers  # still warming up: the request waits
+    workers = [p.pid for p in server.workers()]
+    t0 = time.monotonic()
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        code = server.proc.wait(DRAIN_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.monotonic() - t0
+    waiter.join(5)
+    server.stop()
+    left = wait_gone(workers, GONE_WITHIN_S)
+    kill(workers)
+    assert not left, f"workers {left} outlived their server"
+    return code, took, answers[0] if answers else TimeoutError("no answer")
+
+
 def test_sigterm_with_a_load_waiting_exits_within_a_bound(store, tmp_path):
     # nothing served at start; a load warms up for 10 minutes, so the request waits on it
     env = {"MODEL_ZOO_MODELS": ",", "MODEL_ZOO_WARMUP_S": "600"}
     with serve(store, tmp_path / "server.log", env) as server:
-        answers: list[httpx.Response | Exception] = []
+        code, took, answer = sigterm_while_waiting(server, "/v2/repository/models/hang/load", {})
+        assert code == 0, f"exit {code} {took:.0f} s after SIGTERM: {server.tail()}"
+    assert isinstance(answer, httpx.Response) and answer.status_code == 503, answer
+    assert "shutting down" in answer.json()["error"] and "/v2/repository/index" in answer.json()["error"], answer.text
+    print(f"\nSIGTERM with a load waiting: exited {code} after {took:.1f} s")
 
-        def load() -> None:
-            try:
-                answers.append(httpx.post(server.url + "/v2/repository/models/hang/load", timeout=200))
-            except httpx.HTTPError as exc:
-                answers.append(exc)
 
-        waiter = threading.Thread(target=load, daemon=True)
-        waiter.start()
-        time.sleep(3.0)
-        assert not answers, answers  # still warming up: the load waits
-        workers = [p.pid for p in server.workers()]
+def test_sigterm_with_a_request_waiting_for_a_loading_model_exits_within_a_bound(store, tmp_path):
+    # served from the start but warming up for 10 minutes: an inference request waits for it
+    env = {"MODEL_ZOO_MODELS": "hang", "MODEL_ZOO_WARMUP_S": "600"}
+    with spawn_service(store, tmp_path / "server.log", {**TEST_ENV, **env}) as server:
         t0 = time.monotonic()
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            code = server.proc.wait(DRAIN_WITHIN_S)
-        except subprocess.TimeoutExpired:
-            code = None
-        took = time.monotonic() - t0
-        waiter.join(5)
-        try:
-            assert code is not None, f"still running {DRAIN_WITHIN_S:.0f} s after SIGTERM: {server.tail()}"
-            assert code == 0, server.tail()
-            assert answers and isinstance(answers[0], httpx.Response), answers
-            assert answers[0].status_code == 503 and "shutting down" in answers[0].json()["error"], answers[0].text
-            assert not wait_gone(workers, GONE_WITHIN_S)
-            print(f"\nSIGTERM with a load waiting: exited {code} after {took:.1f} s")
-        finally:
-            server.stop()
-            kill(workers)
+        while not server.workers() or httpx.get(server.url + "/livez", timeout=2).status_code != 200:
+            assert time.monotonic() - t0 < 60 and server.proc.poll() is None, server.tail()
+            time.sleep(0.2)
+        body = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
+        code, took, answer = sigterm_while_waiting(server, "/v2/models/hang/infer", body)
+        assert code == 0, f"exit {code} {took:.0f} s after SIGTERM: {server.tail()}"
+    assert isinstance(answer, httpx.Response) and answer.status_code == 503, answer
+    assert "shutting down" in answer.json()["error"] and "still loading" in answer.json()["error"], answer.text

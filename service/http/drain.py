@@ -3,7 +3,8 @@
 On SIGTERM uvicorn stops accepting, then waits for every request in flight before the app's shutdown
 hooks run; BentoML sets no bound on that wait beyond ``traffic.timeout`` (120 s). A load or unload
 waits for every worker to apply it (up to ``LOAD_WAIT_S``, service/control/manager.py), so one hung
-load held the whole shutdown for two minutes (issue 25, item 9). ``DrainSignal``, a mixin over
+load held the whole shutdown for two minutes (issue 25, item 9); so did a request waiting for a model
+still loading (service/control/manager.py ``Zoo._lookup``). ``DrainSignal``, a mixin over
 uvicorn's protocol (service/adapters.py ``install_http_protocol``), marks the process as draining the
 moment uvicorn asks its connections to shut down; ``Drain.until`` then ends the wait with 503
 ``ShuttingDown``. The change itself stays requested: workers that keep running apply it, and
@@ -36,7 +37,8 @@ class Drain:
                 waiter.set_result(None)
 
     async def until(self, work: Awaitable[T], what: str) -> T:
-        """``work``'s result, or ``ShuttingDown`` (503) as soon as the drain begins (``work`` is cancelled)."""
+        """``work``'s result, or ``ShuttingDown`` (503, ``what`` says what became of the request) as soon
+        as the drain begins (``work`` is cancelled)."""
         task = asyncio.ensure_future(work)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
@@ -48,8 +50,7 @@ class Drain:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            raise ShuttingDown(f"the server is shutting down: the {what} was requested but not confirmed on "
-                               "every worker; see POST /v2/repository/index on the running server")
+            raise ShuttingDown(f"the server is shutting down: {what}", headers={"Retry-After": "1"})
         finally:
             self._waiters.discard(waiter)
             if not task.done():  # the request itself was cancelled
