@@ -7,7 +7,8 @@ reliability tools run a server.
 
 ``spawn_service`` starts without waiting (to watch start-up); ``spawn`` runs any server command that
 answers ``/readyz`` (the naive baseline, a built bento). Each server runs in its own session (process
-group) on a free loopback port with its output in a log file, so ``stop`` ends the whole tree. The
+group) on a free loopback port with its output in a log file, and ``stop`` ends the whole tree (the
+workers, each in a session of its own, too). The
 tree of ``bentoml serve``: the arbiter (holds the listening socket) -> one worker process per BentoML
 worker, which loads the models and answers requests; ``workers()`` finds them by ``WORKER_MARK``.
 """
@@ -101,7 +102,10 @@ class Server:
         raise ServerError(f"{self.kind} server not ready after {timeout:.0f} s; end of {self.log}:\n{self.tail()}")
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it if it outlives ``timeout``; returns the exit status."""
+        """SIGTERM the process group, SIGKILL it if it outlives ``timeout``; returns the exit status.
+        BentoML's workers are in sessions of their own (circus ``setsid``): a group signal reaches only
+        the arbiter, so any worker still running at the end is SIGKILLed by its pid."""
+        workers = self.workers()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -115,6 +119,12 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        _, left = psutil.wait_procs(workers, timeout=5)  # they exit by themselves once the arbiter is gone
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
         return self.proc.returncode
 
     def __enter__(self) -> "Server":

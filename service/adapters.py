@@ -19,7 +19,8 @@
   path back.
 - ``install_http_protocol``: uvicorn's only connection timeout is armed after a response, so a
   connection that never completes its request headers stays open for ever (uvicorn issue #160); our
-  mixins (service/http/connections.py ``HeaderDeadline``, service/http/balance.py ``CountedConnections``)
+  mixins (service/http/connections.py ``HeaderDeadline``, service/http/balance.py ``CountedConnections``,
+  service/http/drain.py ``DrainSignal``, which hooks the protocol's ``shutdown``)
   are put over uvicorn's own protocol, entered through ``HTTP_PROTOCOLS["auto"]``, which BentoML's
   worker uses.
 
@@ -40,7 +41,8 @@ INTERNALS = {
     "api_method": "_bentoml_sdk.method.APIMethod.__get__ (a non-data descriptor) and api_endpoint's "
                   "getattr(service_instance, name).local",
     "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
-    "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle",
+    "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle, "
+                "and shutdown (called on every connection when uvicorn's graceful shutdown begins)",
     "model_store": "bentoml._internal.configuration.containers.BentoMLContainer.model_store.get()._path",
 }
 METRICS_INTERNAL = INTERNALS["metrics"]

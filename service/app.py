@@ -24,6 +24,7 @@ from service.control.manager import ModelManager
 from service.http import balance, routes
 from service.http.aliases import family_routes
 from service.http.auth import BearerAuth
+from service.http.bodies import SlowBodies
 from service.http.json_errors import JsonErrors
 from service.http.uploads import BodyLimit
 
@@ -76,6 +77,7 @@ ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desi
 # (counted as received); innermost, the router's plain-text 404/405 become JSON and its redirects relative.
 ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(BearerAuth)
+ModelZoo.add_asgi_middleware(SlowBodies)  # a stalled body: 408; too many bodies at once from one address: 429
 ModelZoo.add_asgi_middleware(BodyLimit)
 ModelZoo.add_asgi_middleware(JsonErrors)
 startup.adapt_server(ModelZoo, MODELS_APP, settings())

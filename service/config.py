@@ -11,6 +11,8 @@
 | ``MODEL_ZOO_MAX_PIXELS`` | ``16777216`` | pixels per decoded image (4096x4096; decompression bombs); a model's own cap follows its input size (service/core/limits.py) |
 | ``MODEL_ZOO_MAX_REQUEST_PIXELS`` | ``67108864`` | decoded pixels per request, all images together (4 x 4096x4096) |
 | ``MODEL_ZOO_HEADER_TIMEOUT_S`` | ``10`` | seconds a connection may take to send a request's headers, or sit idle before its first one |
+| ``MODEL_ZOO_BODY_TIMEOUT_S`` | ``10`` | seconds a request body may pause between chunks before the request gets 408 (service/http/bodies.py) |
+| ``MODEL_ZOO_BODIES_PER_CLIENT`` | ``64`` | request bodies one client address may be sending to one worker at once (429 above it); behind a proxy every client shares its address |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
@@ -103,6 +105,8 @@ class Settings:
     max_pixels: int = 4096 * 4096
     max_request_pixels: int = 4 * 4096 * 4096
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    bodies_per_client: int = 64
     max_batch: int = 128
     max_latency_ms: int = 2000
     warmup_s: float = 0.0
@@ -124,6 +128,8 @@ class Settings:
             max_pixels=_int("MODEL_ZOO_MAX_PIXELS", 4096 * 4096, 64, 2**31),
             max_request_pixels=_int("MODEL_ZOO_MAX_REQUEST_PIXELS", 4 * 4096 * 4096, 64, 2**40),
             header_timeout_s=_float("MODEL_ZOO_HEADER_TIMEOUT_S", 10.0, 0.5),
+            body_timeout_s=_float("MODEL_ZOO_BODY_TIMEOUT_S", 10.0, 0.5),
+            bodies_per_client=_int("MODEL_ZOO_BODIES_PER_CLIENT", 64, 1, 100_000),
             max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),

@@ -83,6 +83,12 @@ class ModelUnavailable(ServiceError):
     status = 503
 
 
+class ShuttingDown(ServiceError):
+    """The worker began its graceful shutdown while the request waited (503; retry on another worker)."""
+
+    status = 503
+
+
 class Overloaded(ServiceError):
     """The adaptive batcher predicted a wait past ``max_latency_ms`` (503 + Retry-After, clients back off)."""
 

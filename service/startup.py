@@ -8,9 +8,10 @@ nothing else runs there:
 - ``prepare_process``: in every process, the families of plugin modules (``MODEL_ZOO_FAMILIES``,
   zoo/families.py) join the table before anything reads it; in the arbiter, the start-up check of the store (service/control/preflight.py)
   and the workers' shared state, a fresh directory removed at exit, with the start-up set published;
-  in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``) and the connection balance.
+  in a worker, the state it inherited (``MODEL_ZOO_STATE_DIR``), the connection balance, and a watch on
+  the arbiter: a worker whose arbiter is gone shuts down (service/control/parent.py).
 - ``adapt_server``: BentoML's metrics labelled by route template (service/http/routes.py) and uvicorn's
-  protocol under the header deadline and the connection count, through service/adapters.py.
+  protocol under the header deadline, the drain signal and the connection count, through service/adapters.py.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 from service import adapters
 from service.config import Settings
+from service.control.parent import exit_with_parent
 from service.control.preflight import PreflightError, check_or_exit, in_worker
 from service.control.repository import publish_initial
 from service.control.shared_state import SharedState
 from service.errors import InsufficientStorage
 from service.http import balance
 from service.http.connections import HeaderDeadline
+from service.http.drain import DrainSignal
 from service.http.routes import RouteLabels, route_templates
 from zoo.families import load_plugins
 
@@ -40,6 +43,7 @@ def prepare_process(settings: Settings) -> SharedState:
     if in_worker():
         import bentoml
 
+        exit_with_parent()  # circus starts each worker in a session of its own: the arbiter's group is not its
         state = SharedState.from_env(create=False)
         balance.enable(state.root, settings.workers, bentoml.server_context.worker_index)
         return state
@@ -56,4 +60,5 @@ def adapt_server(service: Any, app: Any, settings: Settings) -> None:
     """Metrics by route template (bounded series); a connection that sends no complete request headers
     within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
     adapters.install_route_labels(RouteLabels(route_templates(service, app)))
-    adapters.install_http_protocol(HeaderDeadline, balance.CountedConnections, header_timeout=settings.header_timeout_s)
+    adapters.install_http_protocol(HeaderDeadline, DrainSignal, balance.CountedConnections,
+                                   header_timeout=settings.header_timeout_s)

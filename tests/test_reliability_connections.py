@@ -20,7 +20,7 @@ def test_uvicorn_still_resolves_auto_through_its_protocol_table():
     assert "auto" in uvicorn.config.HTTP_PROTOCOLS, f"uvicorn changed {INTERNAL}"
     assert "HTTP_PROTOCOLS.get(self.http" in inspect.getsource(uvicorn.config.Config.load), \
         f"uvicorn's Config.load no longer looks the protocol up in HTTP_PROTOCOLS ({INTERNAL})"
-    for method in ("connection_made", "on_response_complete", "connection_lost"):
+    for method in ("connection_made", "on_response_complete", "connection_lost", "shutdown"):
         assert callable(getattr(AutoHTTPProtocol, method, None)), f"uvicorn's protocol lost {method} ({INTERNAL})"
     source = inspect.getsource(AutoHTTPProtocol)
     assert "self.cycle = " in source and "response_complete" in source, f"uvicorn changed {INTERNAL}"

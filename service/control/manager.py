@@ -41,6 +41,7 @@ from service.errors import (
     NotLoaded,
     ServiceError,
 )
+from service.http.drain import process_drain  # SIGTERM: a request waiting for a model answers 503 at once
 from zoo.entry import get_entry
 from zoo.errors import first_line
 from zoo.families import (
@@ -245,7 +246,8 @@ class ModelManager:
         served = self.served.get(name)
         if served is None and name in self.loading and name not in self.failures:
             try:  # start-up or a load in progress: wait for it rather than turn the request away
-                await asyncio.wait_for(asyncio.shield(self.loading[name]), LOAD_WAIT_S)
+                await asyncio.wait_for(process_drain().until(asyncio.shield(self.loading[name]), f"model {name!r} was "
+                                                             "still loading; retry on another server"), LOAD_WAIT_S)
             except asyncio.TimeoutError:
                 raise ModelUnavailable(f"model {name!r} is still loading; retry shortly (see /readyz)",
                                        headers={"Retry-After": "1"}) from None

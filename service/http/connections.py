@@ -6,7 +6,7 @@ never sends a request, or sends its headers a byte at a time, stays open for eve
 no setting covers it, and an ASGI middleware only sees a request once its headers are complete).
 ``HeaderDeadline`` closes a connection whose next request headers have not arrived
 ``MODEL_ZOO_HEADER_TIMEOUT_S`` after it opened or after its last response. A request whose headers
-arrived is never cut by it (slow bodies fall under BentoML's ``traffic.timeout``). service/adapters.py
+arrived is never cut by it (slow bodies: service/http/bodies.py). service/adapters.py
 ``install_http_protocol`` puts it (and service/http/balance.py's connection count) over uvicorn's own
 protocol; tests/test_reliability_connections.py fails, naming the internal, when uvicorn changes what
 this relies on.

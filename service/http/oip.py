@@ -41,6 +41,7 @@ from service.http.oip_codec import (
     encode_response,
     parse_infer,
 )
+from service.http.drain import process_drain
 from service.http.responses import error_response
 from zoo.families import FAMILIES
 
@@ -203,7 +204,7 @@ async def repository_load(request: Request) -> Response:
         version = params.get("version")
         if version is not None and not isinstance(version, str):
             raise BadRequest(f"'version' must be a string, got {version!r}")
-        tag = await _models().repository.load(name, version)
+        tag = await process_drain().until(_models().repository.load(name, version), _changed("load", name))  # SIGTERM: 503 at once
         return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
     except ServiceError as exc:
         return error_response(exc)
@@ -211,12 +212,17 @@ async def repository_load(request: Request) -> Response:
         return Response(status_code=400)
 
 
+def _changed(what: str, name: str) -> str:
+    return (f"the {what} of model {name!r} was requested but not confirmed on every worker; "
+            "POST /v2/repository/index on a running server shows its state")
+
+
 async def repository_unload(request: Request) -> Response:
     """Triton: stop serving ``name`` on every worker once its in-flight requests are answered."""
     name = request.path_params["name"]
     try:
         await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
-        await _models().repository.unload(name)
+        await process_drain().until(_models().repository.unload(name), _changed("unload", name))
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})
     except ServiceError as exc:
         return error_response(exc)

@@ -1,0 +1,98 @@
+"""Slow request bodies: a deadline between body chunks and a cap on the bodies one client sends at once.
+
+A request holds one of BentoML's ``traffic.max_concurrency`` slots (256 per worker) from its headers
+until it is answered, and BentoML's only bound on it is ``traffic.timeout`` (120 s). A client with
+complete headers and a body sent one byte every few seconds held a slot for the whole of it: 600 such
+connections from one token holder made every other request get 429 (issue 25, item 6). Like nginx's
+``client_body_timeout``, ``SlowBodies`` answers 408 when the next chunk of a body has not arrived
+``MODEL_ZOO_BODY_TIMEOUT_S`` after the app asked for it, and closes the connection; and a peer address
+already sending ``MODEL_ZOO_BODIES_PER_CLIENT`` bodies to this worker gets 429 for the next one, before
+any of it is read. The wait is bounded where the app reads (the ASGI ``receive``): a route that never
+reads its body answers without waiting for it, so it holds no slot for long either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from service.config import settings
+from service.core.limits import has_body
+from service.http.responses import error_bytes
+
+
+class SlowBodies:
+    """ASGI middleware; ``timeout_s`` and ``per_client`` default to the settings."""
+
+    def __init__(self, app: Any, timeout_s: float | None = None, per_client: int | None = None) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.per_client = per_client
+        self.receiving: Counter[str] = Counter()  # peer address -> requests of it still receiving a body here
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        timeout = self.timeout_s if self.timeout_s is not None else settings().body_timeout_s
+        cap = self.per_client if self.per_client is not None else settings().bodies_per_client
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if self.receiving[peer] >= cap:
+            await _send_json(send, 429, f"too many request bodies in progress from {peer}: the cap is {cap} "
+                             "at once per client address and worker (MODEL_ZOO_BODIES_PER_CLIENT); "
+                             "finish sending the others first", retry_after=True)
+            return
+        self.receiving[peer] += 1
+        counted, cut, started = True, False, False
+
+        def done_receiving() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.receiving[peer] -= 1
+                if not self.receiving[peer]:
+                    del self.receiving[peer]
+
+        async def timed() -> dict:
+            nonlocal cut
+            if cut:
+                return {"type": "http.disconnect"}
+            if not counted:  # the body is complete: what the app waits for now is the disconnect, unbounded
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except asyncio.TimeoutError:
+                cut = True
+                done_receiving()
+                if not started:
+                    await _send_json(send, 408, f"the request body stalled: no data for {timeout:g} s "
+                                     "(MODEL_ZOO_BODY_TIMEOUT_S); send the body without pauses")
+                return {"type": "http.disconnect"}  # the app stops reading
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done_receiving()
+            return message
+
+        async def guarded(message: dict) -> None:
+            nonlocal started
+            if cut and not started:  # our 408 is the answer; the app's after the disconnect is dropped
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed, guarded)
+        finally:
+            done_receiving()
+
+
+async def _send_json(send: Any, status: int, message: str, retry_after: bool = False) -> None:
+    """A refusal before the body was read in full: ``connection: close``, so the rest is not drained."""
+    body = error_bytes(message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
