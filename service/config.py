@@ -18,6 +18,15 @@
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
 | ``MODEL_ZOO_MODELS`` | every stored model of a known family | ``name[:version],...``: exactly these at start-up |
 | ``MODEL_ZOO_FAMILIES`` | none | ``module[:function],...``: plugin modules that register more families (zoo/families.py ``load_plugins``; torch-free) |
+| ``MODEL_ZOO_MODEL_CONTROL`` | ``1`` | ``0``: ``/v2/repository/models/{name}/load`` and ``/unload`` answer 403 (Triton's ``--model-control-mode=none``) |
+| ``MODEL_ZOO_ALLOWED_HOSTS`` | ``localhost,*.localhost``; ``*`` with a token | ``Host`` names answered (``*.example.com``, ``*``); IP addresses always are (service/http/origin.py) |
+| ``MODEL_ZOO_ALLOWED_ORIGINS`` | none | ``https://app.example.com,...``: web origins besides the server's own that may POST |
+
+Model control stays on by default: ``make serve``, the demo's instructions and the repository tests use it,
+and service/http/origin.py closes it to web pages (a foreign ``Origin``, a non-JSON body or an unlisted
+``Host`` is a 403), so only a client that can reach the port (and holds the token, when one is set) can
+load or unload. Turn it off where the served set must not change at run time. The host list defaults to
+any name when ``MODEL_ZOO_API_TOKEN`` is set: a rebinding page cannot present the token.
 
 Why the batching defaults are what they are (measurements): service/README.md.
 """
@@ -70,6 +79,12 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _names(name: str, default: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-case, blanks dropped (host names and origins are case-insensitive)."""
+    raw = os.environ.get(name, "").strip() or default
+    return tuple(dict.fromkeys(item.strip().lower().rstrip("/") for item in raw.split(",") if item.strip()))
+
+
 def worker_cores() -> int:
     """CPU cores this process may run on (cgroup/affinity aware where the OS tells us)."""
     try:
@@ -111,6 +126,9 @@ class Settings:
     max_latency_ms: int = 2000
     warmup_s: float = 0.0
     models: tuple[tuple[str, str | None], ...] | None = None  # None: every stored model of a known family
+    model_control: bool = True
+    allowed_hosts: tuple[str, ...] = ("localhost", "*.localhost")
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -134,6 +152,10 @@ class Settings:
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),
             models=parse_models(raw_models) if raw_models else None,
+            model_control=_choice("MODEL_ZOO_MODEL_CONTROL", "1", ("1", "0")) == "1",
+            allowed_hosts=_names("MODEL_ZOO_ALLOWED_HOSTS", "*" if os.environ.get("MODEL_ZOO_API_TOKEN", "").strip()
+                                 else "localhost,*.localhost"),
+            allowed_origins=_names("MODEL_ZOO_ALLOWED_ORIGINS", ""),
         )
 
 

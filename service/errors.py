@@ -41,6 +41,12 @@ class TooLarge(ServiceError):
     status = 413
 
 
+class Forbidden(ServiceError):
+    """A request this server's settings refuse (403): the message names the setting that allows it."""
+
+    status = 403
+
+
 class NotFound(ServiceError):
     """An unknown model name (404); the message lists the known ones."""
 

@@ -50,6 +50,16 @@ def test_pages_and_files_are_served_with_their_types(zoo_server, path, kind):
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.parametrize("path", ["/", "/ui", "/ui/index.html", "/ui/app.js", "/ui/style.css"])
+def test_pages_run_only_their_own_files_and_are_never_framed(zoo_server, path):
+    r = httpx.get(zoo_server.url + path)
+    csp = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'self'" and csp["frame-ancestors"] == "'none'" and csp["object-src"] == "'none'"
+    assert csp["img-src"] == "'self' blob:"  # the upload preview (app.js); no inline script, style or data: anywhere
+    assert "unsafe" not in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+
+
 def test_front_page_is_ours_not_bentomls(zoo_server):
     text = httpx.get(zoo_server.url + "/").text
     assert "Model Zoo Serving" in text and 'href="/ui"' in text and "/v2/repository/index" in text
@@ -221,6 +231,10 @@ def test_demo_in_a_real_browser(zoo_server, browser, tmp_path):
     (tmp_path / name).write_bytes(data)
     assert _upload(page, tmp_path / name) == (expected, "")
     assert page.el("preview").is_displayed()
+    page.wait.until(lambda d: d.execute_script("return document.getElementById('preview').complete"))
+    # the preview's blob: URL is allowed by the page's CSP (else onerror hides it and says so)
+    assert page.d.execute_script("return document.getElementById('preview').naturalWidth") == 28
+    assert page.el("preview").is_displayed() and not page.el("preview-note").is_displayed()
 
     # not digit-sized (300x80 RGB): the service converts and resizes it
     wide = tmp_path / "wide.png"

@@ -11,7 +11,7 @@ Image models take either ``input`` (FP32, the preprocessed tensor the model expe
 BYTES ``(N, K)`` strings ``"score:index:label"`` (score = softmax probability, as on /classify_*).
 The forecaster exposes its step graph: ``x`` (N, T, 1), ``h`` [, ``c``] -> ``y``, ``h_out`` [, ``c_out``];
 omitted states start at zero. Errors: ``{"error": "..."}`` with 400 or 404 (503 while loading or
-overloaded, so clients retry). Health and model readiness follow the spec: 200 true, 400 false.
+overloaded, so clients retry; 403 from load and unload with ``MODEL_ZOO_MODEL_CONTROL=0``). Health and model readiness follow the spec: 200 true, 400 false.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.config import settings
 from service.core import limits
 from service.core.interface import ServedModel
 from service.errors import (
     BadRequest,
+    Forbidden,
     InvalidModelName,
     ModelUnavailable,
     NotInStore,
@@ -55,6 +57,13 @@ def _models() -> Any:
     if service is None:
         raise ModelUnavailable("the service is starting; retry shortly")
     return service.models
+
+
+def _model_control() -> None:
+    """Load and unload answer only while model control is on (service/config.py says why it is by default)."""
+    if not settings().model_control:
+        raise Forbidden("model control is off (MODEL_ZOO_MODEL_CONTROL=0): the served models are fixed at start-up "
+                        "(MODEL_ZOO_MODELS); restart with MODEL_ZOO_MODEL_CONTROL=1 to load and unload at run time")
 
 
 def _version(request: Request) -> str | None:
@@ -194,6 +203,7 @@ async def repository_load(request: Request) -> Response:
     up on every worker, then answer 200."""
     name = request.path_params["name"]
     try:
+        _model_control()
         params = (await _json_object(request)).get("parameters") or {}
         if not isinstance(params, dict):
             raise BadRequest("'parameters' must be a JSON object")
@@ -221,6 +231,7 @@ async def repository_unload(request: Request) -> Response:
     """Triton: stop serving ``name`` on every worker once its in-flight requests are answered."""
     name = request.path_params["name"]
     try:
+        _model_control()
         await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
         await process_drain().until(_models().repository.unload(name), _changed("unload", name))
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})

@@ -5,8 +5,9 @@ host with no network and adds a few kilobytes to the image. The page talks only 
 public routes (``/v2/repository/index``, ``/v2/models/{name}``, ``/models/{name}/classify|forecast``),
 so it sees exactly what any client sees, bearer token included. Only the files named in ``FILES`` are
 served: a path that is not one of them (``..``, a subfolder, a typo) is a 404 JSON like every other
-unknown route. These routes are open without a token (service/http/auth.py): they hold no data, and the page
-must load to ask for the token.
+unknown route. Every file carries a strict Content-Security-Policy, ``X-Frame-Options: DENY`` and
+``Referrer-Policy: no-referrer`` (``CSP`` below says what it allows). These routes are open without a
+token (service/http/auth.py): they hold no data, and the page must load to ask for the token.
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ FILES = {
     "common.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
-# revalidate on every load: a redeployed page never runs next to an old script
-_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+# The pages run only their own files: no inline script or style, no other site; images from the
+# page (its canvases) and blob: (app.js previews an upload with URL.createObjectURL). Never framed
+# (the token box must not sit under another site's overlay), and no Referer leaves with a link.
+CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+_HEADERS = {
+    "Cache-Control": "no-cache",  # revalidate on every load: a redeployed page never runs next to an old script
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _file(name: str) -> Response:
