@@ -16,22 +16,16 @@ class ExportError(RuntimeError):
     """An export that cannot be produced or that failed verification; the message names the problem."""
 
 
-def default_formats(task: str) -> list[str]:
-    """All formats, except fp16 for the forecaster: a 16-unit RNN gains nothing from fp16, and ONNX
-    Runtime 1.31's CPU provider crashes (SIGSEGV) loading an fp16 LSTM/GRU/RNN graph with its default
-    optimisation level, so a CPU service that picked it up would die. It can still be asked for."""
-    return [f for f in FORMATS if not (task == "forecast" and f == "onnx-fp16")]
-
-
-def parse_formats(formats: str | list[str] | tuple[str, ...] | None, task: str = "classification") -> list[str]:
-    """``"torchscript,onnx"`` or a list -> validated list in canonical order; None -> the defaults.
+def parse_formats(formats: str | list[str] | tuple[str, ...] | None, defaults: tuple[str, ...] = FORMATS) -> list[str]:
+    """``"torchscript,onnx"`` or a list -> validated list in canonical order; None -> ``defaults`` (all, or
+    the task's: export/tasks.py, where the forecaster leaves out fp16).
 
     The quantised ONNX variants are derived from the fp32 graph, so asking for one of them
     implies ``onnx`` (it is built and shipped too: the service needs the fp32 graph as the
     reference and the fallback).
     """
     if formats is None:
-        return default_formats(task)
+        return list(defaults)
     items = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else [str(f).strip() for f in formats]
     items = [f for f in items if f]
     if not items:

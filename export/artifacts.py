@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from export import ExportError
+from export.tasks import TASKS
 from zoo.entry import io_names
 from zoo.errors import first_line
 from zoo.spec import Spec
@@ -32,58 +33,9 @@ from zoo.spec import Spec
 OPSET = 17  # >= 17 per the contract; the newest opset every ORT quantiser/fp16 tool here handles
 
 
-class LSTMStep(nn.Module):
-    """Explicit-state step graph for an LSTM: x (N,T,1), h, c (layers,N,hidden) -> y (N,T,1), h_out, c_out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
-        y, (h_out, c_out) = self.model(x, (h, c))
-        return y, h_out, c_out
-
-
-class RecurrentStep(nn.Module):
-    """Explicit-state step graph for RNN/GRU: x (N,T,1), h (layers,N,hidden) -> y (N,T,1), h_out."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor):
-        y, (h_out,) = self.model(x, (h,))
-        return y, h_out
-
-
-def dynamic_axes(spec: Spec) -> dict[str, dict[int, str]]:
-    """Batch is dynamic everywhere; the RNN's sequence axis too (history length varies per request)."""
-    if spec.task == "forecast":
-        axes = {"x": {0: "batch", 1: "seq"}, "y": {0: "batch", 1: "seq"}}
-        for s in spec.sequence.state_names:
-            axes[s] = {1: "batch"}  # (layers, N, hidden)
-            axes[f"{s}_out"] = {1: "batch"}
-        return axes
-    return {"input": {0: "batch"}, "logits": {0: "batch"}}
-
-
 def serving_module(model: nn.Module, spec: Spec) -> nn.Module:
     """The module whose signature the artifacts carry: the model itself, or the RNN step wrapper."""
-    model = model.eval()
-    if spec.task != "forecast":
-        return model
-    return (LSTMStep if spec.sequence.cell == "lstm" else RecurrentStep)(model).eval()
-
-
-def example_inputs(spec: Spec, batch: int, seq: int = 8) -> tuple[torch.Tensor, ...]:
-    """Inputs of the right shapes for tracing/exporting (values do not matter: no data-dependent flow)."""
-    g = torch.Generator().manual_seed(batch * 1000 + seq)
-    if spec.task == "forecast":
-        sq = spec.sequence
-        x = torch.randn(batch, seq, 1, generator=g)  # (N, T, 1)
-        states = [torch.zeros(sq.num_layers, batch, sq.hidden_size) for _ in sq.state_names]
-        return (x, *states)
-    return (torch.randn(batch, *spec.image.input_shape(), generator=g),)  # (N, C, H, W) or (N, F)
+    return TASKS[spec.task].serving_module(model.eval(), spec)
 
 
 def export_torchscript(model: nn.Module, spec: Spec, path: Path) -> Path:
@@ -94,15 +46,7 @@ def export_torchscript(model: nn.Module, spec: Spec, path: Path) -> Path:
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)  # "torch.jit.script is deprecated": still the
         # only way to a file that runs without Python model code (torch.export's .pt2 needs torch._export)
-        if spec.task == "forecast":
-            # traced at (N=2, T=8); check_inputs re-runs the trace at other sizes and compares.
-            scripted = torch.jit.trace(
-                module,
-                example_inputs(spec, 2, 8),
-                check_inputs=[example_inputs(spec, 1, 1), example_inputs(spec, 5, 13)],
-            )
-        else:
-            scripted = torch.jit.script(module)
+        scripted = TASKS[spec.task].to_torchscript(module, spec)
     # The spec rides along as an extra file: torch.jit.load(path, _extra_files={"spec.json": ""}) reads it.
     scripted.save(str(path), _extra_files={"spec.json": spec.to_json()})
     return path
@@ -111,18 +55,19 @@ def export_torchscript(model: nn.Module, spec: Spec, path: Path) -> Path:
 def export_onnx(model: nn.Module, spec: Spec, path: Path) -> Path:
     """fp32 ONNX: named IO, dynamic batch (and seq), opset 17, one file, checked, spec in metadata."""
     module = serving_module(model, spec)
+    task = TASKS[spec.task]
     inputs, outputs = io_names(spec)
     with torch.no_grad(), warnings.catch_warnings():
         # The legacy-exporter deprecation notice and tracer notes are expected (see module docstring).
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            example_inputs(spec, 2),
+            task.example_inputs(spec, 2),
             str(path),
             dynamo=False,
             input_names=inputs,
             output_names=outputs,
-            dynamic_axes=dynamic_axes(spec),
+            dynamic_axes=task.dynamic_axes(spec),  # batch everywhere; the RNN's sequence axis too
             opset_version=OPSET,
             do_constant_folding=True,  # folds eval-mode BatchNorm into the convolutions
         )

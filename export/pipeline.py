@@ -21,6 +21,7 @@ from export import FORMAT_FILES, ExportError, parse_formats
 from export.artifacts import OPSET, export_onnx, export_torchscript
 from export.quantize import to_fp16, to_int8
 from export.store import check_name, model_card, register
+from export.tasks import TASKS
 from export.verify import format_table, verify
 from zoo.errors import first_line
 from zoo.spec import Spec
@@ -65,12 +66,7 @@ def validation_samples(ckpt: dict[str, Any], spec: Spec, n: int, data_dir: str |
         raise ExportError(f"no validation data to verify against: the {spec.family} validation split is empty")
     x = torch.as_tensor(inputs).float()
     y = torch.as_tensor(targets)
-    if spec.task == "classification":
-        x = x.reshape(len(x), *spec.image.input_shape())
-        y = y.long().reshape(-1)
-    else:
-        x = x.reshape(len(x), -1, 1)
-        y = y.float().reshape(x.shape)
+    x, y = TASKS[spec.task].shape_samples(spec, x, y)
     return x.numpy(), y.numpy()
 
 
@@ -108,7 +104,7 @@ def export_checkpoint(
     """
     parse_formats(formats)  # an unknown format fails before any work is done
     ckpt, model, spec = model_from_checkpoint(checkpoint_path, family=family)
-    fmts = parse_formats(formats, spec.task)
+    fmts = parse_formats(formats, TASKS[spec.task].formats)
     name = check_name(name or spec.family)
     if name in MODELS and name != spec.family:
         # The service serves a family's own name on its alias route: another family's model there would break it.

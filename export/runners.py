@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from export import ExportError
+from export.tasks import TASKS
 from zoo.spec import Spec
 
 CHUNK = 64  # samples per forward pass over the validation set
@@ -97,17 +98,9 @@ def jit_load(path: Path) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def model_inputs(spec: Spec, x: np.ndarray) -> list[np.ndarray]:
-    """A batch of samples -> the graph's inputs (the RNN gets a zero initial state)."""
-    if spec.task == "forecast":
-        sq = spec.sequence
-        zeros = np.zeros((sq.num_layers, len(x), sq.hidden_size), dtype=np.float32)
-        return [x, *[zeros for _ in sq.state_names]]
-    return [x]
-
-
 def run_all(run: Runner, spec: Spec, x: np.ndarray) -> list[np.ndarray]:
     """Forward the whole sample set in chunks; concatenate along the batch axis of each output."""
+    model_inputs = TASKS[spec.task].model_inputs  # the RNN gets a zero initial state
     parts = [run(model_inputs(spec, x[i : i + CHUNK])) for i in range(0, len(x), CHUNK)]
     batch_axis = [0] + [1] * (len(parts[0]) - 1)  # y: (N, T, 1); states: (layers, N, hidden)
     return [np.concatenate([p[k] for p in parts], axis=ax) for k, ax in enumerate(batch_axis)]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from export import FORMAT_FILES, ExportError
+from export.tasks import TASKS
 from zoo.families import FAMILIES, InvalidName, check_model_name
 from zoo.spec import Spec
 
@@ -68,26 +69,10 @@ def model_card(name: str, spec: Spec, ckpt: dict[str, Any], formats: list[str], 
     train = cfg.get("train") or {}
     metrics = ckpt.get("metrics") or {}
     data = FAMILIES[spec.family].data if spec.family in FAMILIES else spec.family
-    if spec.task == "classification" and train.get("data_dir"):
+    task = TASKS[spec.task]
+    if task.data_from_dir and train.get("data_dir"):
         data += f", from `{train['data_dir']}`"
-    if spec.task == "classification":
-        im = spec.image
-        io = (
-            f"- input `input`: float32 `(N, {', '.join(map(str, im.input_shape()))})`, "
-            f"{im.color_mode} {im.height}x{im.width}, (x/255 - mean {list(im.mean)}) / std {list(im.std)}, "
-            f"layout {im.layout}\n- output `logits`: float32 `(N, {spec.num_classes})`; softmax belongs to the caller\n"
-            f"- labels: {', '.join(spec.labels[:20])}{' ...' if spec.num_classes > 20 else ''}\n"
-        )
-    else:
-        sq = spec.sequence
-        states = ", ".join(f"`{s}`" for s in sq.state_names)
-        io = (
-            f"- cell {sq.cell}, hidden {sq.hidden_size}, layers {sq.num_layers}\n"
-            f"- inputs `x` float32 `(N, T, 1)`, state {states} `({sq.num_layers}, N, {sq.hidden_size})` (zeros to start)\n"
-            f"- outputs `y` `(N, T, 1)` (next value at every step) and the new state "
-            f"{', '.join(f'`{s}_out`' for s in sq.state_names)}\n"
-            f"- trained on sines: frequency {list(sq.freq_range)}, amplitude {list(sq.amp_range)}, dt {sq.dt}\n"
-        )
+    io = task.card_io(spec)
     metric_lines = "\n".join(  # scalars only: per-epoch history lives in metrics.json / TensorBoard
         f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
         for k, v in metrics.items() if isinstance(v, (int, float, str))

@@ -12,47 +12,27 @@ Failures are collected, so the report shows every problem at once; the caller ra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from export import ExportError
 from export.artifacts import serving_module
-from export.runners import Runner, cpu_load_failure, jit_load, model_inputs, ort_runner, run_all, torch_runner
+from export.parity import ATOL, PARITY_BATCHES, RTOL, Reference, close
+from export.runners import Runner, cpu_load_failure, jit_load, ort_runner, run_all, torch_runner
+from export.tasks import TASKS
 from zoo.entry import io_names
 from zoo.errors import first_line
 from zoo.spec import Spec
 
-RTOL, ATOL = 1e-3, 1e-5  # fp32 parity tolerances (contract; as timm/torchvision use)
-PARITY_BATCHES = (1, 7)  # batch sizes other than the exported one (2)
 INT8_MAX_DROP = 0.5  # accuracy points
 INT8_MIN_ACCURACY = 50.0  # percent: the bound applies to a model that has learned something
-
-def _close(actual: list[np.ndarray], expected: list[np.ndarray], names: list[str]) -> str | None:
-    """None when every output matches within the fp32 tolerances, else the first mismatch's message."""
-    for name, a, e in zip(names, actual, expected):
-        try:
-            torch.testing.assert_close(torch.from_numpy(a), torch.from_numpy(e), rtol=RTOL, atol=ATOL)
-        except AssertionError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            return f"{name}: {'; '.join(lines[:3])}"
-    return None
 
 
 def _max_diff(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
     return float(max(np.abs(a.astype(np.float64) - e).max() for a, e in zip(actual, expected)))
-
-
-def _quality(spec: Spec, outputs: list[np.ndarray], targets: np.ndarray) -> dict[str, float]:
-    """Accuracy (classifiers, %) or MSE of the next-value prediction (RNN)."""
-    if spec.task == "forecast":
-        y = outputs[0].reshape(targets.shape)
-        return {"mse": float(np.mean((y.astype(np.float64) - targets) ** 2))}
-    return {"accuracy": float(100.0 * np.mean(outputs[0].argmax(axis=1) == targets))}
 
 
 def verify(
@@ -62,6 +42,7 @@ def verify(
 
     ``report["failures"]`` lists every failed check (empty when all passed).
     """
+    task = TASKS[spec.task]
     in_names, out_names = io_names(spec)
     eager = torch_runner(serving_module(model, spec))
     reference = run_all(eager, spec, inputs)
@@ -69,10 +50,10 @@ def verify(
         "samples": int(len(inputs)),
         "tolerance": {"rtol": RTOL, "atol": ATOL},
         "parity_batches": list(PARITY_BATCHES),
-        "formats": {"eager": {"status": "reference", **_quality(spec, reference, targets)}},
+        "formats": {"eager": {"status": "reference", **task.quality(reference, targets)}},
         "failures": [],
     }
-    ref = _Reference(spec, eager, inputs, reference, out_names, report["formats"]["eager"])
+    ref = Reference(spec, eager, inputs, reference, out_names, report["formats"]["eager"])
     failures: list[str] = report["failures"]
     for fmt, path in files.items():
         row: dict[str, Any] = {"file": path.name}
@@ -92,10 +73,9 @@ def verify(
             loader = "torch.jit" if fmt == "torchscript" else "ONNX Runtime"
             raise ExportError(f"{path.name}: cannot be loaded by {loader}: {first_line(exc)}") from exc
         outputs = run_all(run, spec, inputs)
-        row.update(_quality(spec, outputs, targets))
+        row.update(task.quality(outputs, targets))
         row["max_abs_diff"] = _max_diff(outputs, reference)
-        if spec.task == "classification":
-            row["top1_agreement"] = float(100.0 * np.mean(outputs[0].argmax(1) == reference[0].argmax(1)))
+        row.update(task.agreement(outputs, reference))
         problems = _check(fmt, run, outputs, row, ref)
         row["status"] = "ok" if not problems else "FAILED"
         failures += [f"{fmt}: {p}" for p in problems]
@@ -114,40 +94,19 @@ def _fp16_cpu_runner(path: Path, in_names: list[str], row: dict[str, Any]) -> Ru
     return None
 
 
-@dataclass(frozen=True)
-class _Reference:
-    """Eager's side of every comparison: its runner, the samples, its outputs on them, its report row."""
-
-    spec: Spec
-    eager: Runner
-    inputs: np.ndarray
-    outputs: list[np.ndarray]
-    out_names: list[str]
-    row: dict[str, Any]
-
-
-def _check(fmt: str, run: Runner, outputs: list[np.ndarray], row: dict[str, Any], ref: _Reference) -> list[str]:
+def _check(fmt: str, run: Runner, outputs: list[np.ndarray], row: dict[str, Any], ref: Reference) -> list[str]:
     """Problems of one format's ``outputs`` against eager (fills ``row`` with the drop it shows)."""
     problems: list[str] = []
+    task = TASKS[ref.spec.task]
     if fmt in ("torchscript", "onnx"):  # fp32: must match eager
         for b in PARITY_BATCHES:
             x = ref.inputs[:b]
-            got, want = run(model_inputs(ref.spec, x)), ref.eager(model_inputs(ref.spec, x))
-            if (msg := _close(got, want, ref.out_names)) is not None:
+            got, want = run(task.model_inputs(ref.spec, x)), ref.eager(task.model_inputs(ref.spec, x))
+            if (msg := close(got, want, ref.out_names)) is not None:
                 problems.append(f"batch {b} differs from eager beyond rtol {RTOL}/atol {ATOL}: {msg}")
-        if ref.spec.task == "classification":
-            if row["top1_agreement"] < 100.0:
-                problems.append(f"top-1 differs from eager on {100 - row['top1_agreement']:.2f}% "
-                                f"of {len(ref.inputs)} samples")
-        else:
-            if (msg := _close(outputs, ref.outputs, ref.out_names)) is not None:
-                problems.append(f"outputs over all {len(ref.inputs)} samples differ from eager: {msg}")
-            problems += _check_rollout_step(run, ref.eager, ref.outputs, ref.out_names)
+        problems += task.fp32_problems(run, outputs, row, ref)  # on all samples: top-1, or every output
     if fmt in ("onnx-fp16", "onnx-int8"):  # reported for every family, bounded where its entry says int8_bounded
-        if ref.spec.task == "classification":
-            row["accuracy_drop"] = ref.row["accuracy"] - row["accuracy"]  # points; negative = gained
-        else:
-            row["mse_increase"] = row["mse"] - ref.row["mse"]
+        row.update(task.reduced_precision(row, ref.row))
     if fmt == "onnx-int8" and _int8_bounded(ref.spec.family):
         drop = row["accuracy_drop"]
         if ref.row["accuracy"] < INT8_MIN_ACCURACY:  # an untrained MLP: accuracy is chance, the drop noise
@@ -165,17 +124,6 @@ def _int8_bounded(family: str) -> bool:
         return get_training(family).int8_bounded
     except KeyError:  # a spec of a family this checkout cannot train: report, do not bound
         return False
-
-
-def _check_rollout_step(run: Runner, eager: Runner, reference, out_names) -> list[str]:
-    """One T=1 step from the warmed-up (non-zero) eager state: what the service's rollout does."""
-    b = PARITY_BATCHES[-1]
-    state = [s[:, :b] for s in reference[1:]]
-    x = reference[0][:b, -1:]  # feed the last prediction back, (N, 1, 1)
-    got = run([x, *state])
-    want = eager([x, *state])
-    msg = _close(got, want, out_names)
-    return [] if msg is None else [f"one-step rollout from a warm state differs from eager: {msg}"]
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ the file each format becomes, the tensor names of the graphs, and the lookup of 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from zoo.spec import Spec
 
@@ -17,12 +17,25 @@ FORMAT_FILES = {
 }
 
 
+def _image_io(spec: Spec) -> tuple[list[str], list[str]]:
+    return ["input"], ["logits"]
+
+
+def _sequence_io(spec: Spec) -> tuple[list[str], list[str]]:
+    states = spec.sequence.state_names  # ["h"] or ["h", "c"]
+    return ["x", *states], ["y", *(f"{s}_out" for s in states)]
+
+
+# Each task's graph tensor names (inputs, outputs), keyed by spec.task: part of the contract, as the files are.
+TASK_IO: dict[str, Callable[[Spec], tuple[list[str], list[str]]]] = {
+    "classification": _image_io,
+    "forecast": _sequence_io,  # the step graph: x and the state in, y and the new state out
+}
+
+
 def io_names(spec: Spec) -> tuple[list[str], list[str]]:
     """Input and output tensor names of the exported graphs."""
-    if spec.task == "forecast":
-        states = spec.sequence.state_names  # ["h"] or ["h", "c"]
-        return ["x", *states], ["y", *(f"{s}_out" for s in states)]
-    return ["input"], ["logits"]
+    return TASK_IO[spec.task](spec)
 
 
 def get_entry(name: str, version: str | None = None) -> Any | None:
