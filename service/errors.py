@@ -89,10 +89,8 @@ class ModelUnavailable(ServiceError):
     status = 503
 
 
-class ShuttingDown(ServiceError):
+class ShuttingDown(ModelUnavailable):
     """The worker began its graceful shutdown while the request waited (503; retry on another worker)."""
-
-    status = 503
 
 
 class Overloaded(ServiceError):

@@ -33,9 +33,21 @@ TASK_IO: dict[str, Callable[[Spec], tuple[list[str], list[str]]]] = {
 }
 
 
+# The last dimension of each task's first output: a class score per label, or the one next value.
+OUTPUT_WIDTH: dict[str, Callable[[Spec], int]] = {
+    "classification": lambda spec: spec.num_classes,
+    "forecast": lambda spec: 1,
+}
+
+
 def io_names(spec: Spec) -> tuple[list[str], list[str]]:
     """Input and output tensor names of the exported graphs."""
     return TASK_IO[spec.task](spec)
+
+
+def output_width(spec: Spec) -> int:
+    """What the last dimension of the graph's first output must be for ``spec``."""
+    return OUTPUT_WIDTH[spec.task](spec)
 
 
 def get_entry(name: str, version: str | None = None) -> Any | None:

@@ -36,6 +36,12 @@ Panel = Literal["digit", "photo", "forecast"]  # the browser demo's input: draw 
 PLUGINS_ENV = "MODEL_ZOO_FAMILIES"
 
 
+# What a task is at the HTTP edge: the per-model route's last segment (``/models/{name}/classify``)
+# and the demo panel a family of that task gets unless it names its own.
+VERBS: dict[str, str] = {"classification": "classify", "forecast": "forecast"}
+DEFAULT_PANELS: dict[str, Panel] = {"classification": "photo", "forecast": "forecast"}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -45,16 +51,16 @@ class Family:
     summary: str  # one line for route docs and listings
     data: str  # what it trains and is verified on (model card)
     how_to_get: str  # the command that puts one in the store (missing-model answers)
-    panel: Panel | None = None  # the demo's input panel; None: "forecast" for a forecaster, else "photo"
+    panel: Panel | None = None  # the demo's input panel; None: the task's default (DEFAULT_PANELS)
 
     def __post_init__(self) -> None:
         if self.panel is None:
-            object.__setattr__(self, "panel", "forecast" if self.task == "forecast" else "photo")
+            object.__setattr__(self, "panel", DEFAULT_PANELS[self.task])
 
     @property
     def verb(self) -> str:
         """The per-model route's last segment: ``/models/{name}/classify`` or ``/models/{name}/forecast``."""
-        return "classify" if self.task == "classification" else "forecast"
+        return VERBS[self.task]
 
 
 # In the order make serve trains missing ones: the quick families first (register_family keeps order).

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zoo.entry import FORMAT_FILES, io_names
+from zoo.entry import FORMAT_FILES, io_names, output_width
 from zoo.errors import first_line
 from zoo.spec import Spec
 
@@ -175,11 +175,13 @@ def _wrap_ort(sess: Any, spec: Spec, artifact: str, provider: str) -> Session:
     found = [i.name for i in sess.get_inputs()]
     if sorted(found) != sorted(inputs):
         raise RuntimeLoadError(f"{artifact}: graph inputs {found} do not match the contract {inputs}")
-    if spec.task == "classification":  # fewer labels than outputs passed the load, then every classify was a 500
-        width = next((o.shape[-1] for o in sess.get_outputs() if o.name == outputs[0] and o.shape), None)
-        if isinstance(width, int) and width != spec.num_classes:
-            raise RuntimeLoadError(f"{artifact}: the graph's output {outputs[0]!r} has {width} classes but the spec "
-                                   f"lists {spec.num_classes} labels; export again with matching labels")
+    # fewer labels than outputs passed the load, then every classify was a 500
+    width = next((o.shape[-1] for o in sess.get_outputs() if o.name == outputs[0] and o.shape), None)
+    if isinstance(width, int) and width != output_width(spec):
+        what = f"{width} classes but the spec lists {spec.num_classes} labels" if spec.labels else \
+            f"a last dimension of {width}, not {output_width(spec)}"
+        raise RuntimeLoadError(f"{artifact}: the graph's output {outputs[0]!r} has {what}; export again with "
+                               "matching labels")
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = sess.run(outputs, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
