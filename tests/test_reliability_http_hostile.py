@@ -56,10 +56,14 @@ def test_a_body_within_the_cap_still_streams_through(zoo_server):
 
 
 def test_redirect_location_ignores_a_forged_host(zoo_server):
+    # a name the server does not serve is refused outright (DNS-rebinding guard, no token set) ...
     r = httpx.get(zoo_server.url + "/metrics/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 403 and "MODEL_ZOO_ALLOWED_HOSTS" in r.json()["error"]
+    # ... and a served one never makes the redirect absolute: it stays on the host the client connected to
+    r = httpx.get(zoo_server.url + "/metrics/", headers={"Host": "other.localhost"}, follow_redirects=False)
     assert r.status_code == 307
-    assert r.headers["location"] == "/metrics"  # relative: stays on the host the client connected to
-    r = httpx.get(zoo_server.url + "/v2/health/live/?x=1", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.headers["location"] == "/metrics"
+    r = httpx.get(zoo_server.url + "/v2/health/live/?x=1", headers={"Host": "other.localhost"}, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/v2/health/live?x=1"
 
 
@@ -73,7 +77,7 @@ def test_idle_and_unfinished_header_connections_are_closed(zoo_server):
     idle = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
     slow = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
     for s in slow:
-        s.sendall(b"GET /livez HTTP/1.1\r\nHost: t\r\n")
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n")
     with httpx.Client() as kept:  # one request now, the next before the deadline, on the same connection
         assert kept.get(zoo_server.url + "/livez").status_code == 200
         t0 = time.monotonic()
@@ -118,7 +122,7 @@ def token_server(zoo_server, tmp_path_factory):
 
 def test_bodies_on_open_routes_need_the_token_and_are_not_read(token_server):
     for path in ("/livez", "/readyz", "/v2/health/live"):
-        head = f"POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n".encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n".encode()
         answer = http_corpus.send(token_server.port, head, 40)
         assert answer.status == 401 and json.loads(answer.body) == {"error": "unauthorized"}, (path, answer)
         assert answer.closed and answer.sent_mib < 40, (path, answer.sent_mib)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 3.0
 PER_CLIENT = 4
 SLOW = 300  # > BentoML's traffic max_concurrency (256 per worker)
-HEAD = (b"POST /classify_digit HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+HEAD = (b"POST /classify_digit HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 100000\r\n\r\n--b\r\n")
 
 

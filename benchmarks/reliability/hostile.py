@@ -124,7 +124,7 @@ def probes(served: Server, args: argparse.Namespace) -> dict[str, Any]:
         report("1 sine-rnn batch", request_bytes=len(body), status=r.status_code, response_bytes=len(r.content),
                seconds=round(time.monotonic() - t0, 2), slowest_livez_s=round(live, 2), rss=peak.text())
     # 2. Content-Length: 10 with a chunked body of args.smuggle_mb MiB
-    head = (b"POST /v2/models/mnist-mlp/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+    head = (b"POST /v2/models/mnist-mlp/infer HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + TOKEN.encode()
             + b"\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n")
     with Peak(served) as peak:
         t0 = time.monotonic()
@@ -171,7 +171,7 @@ def probes(served: Server, args: argparse.Namespace) -> dict[str, Any]:
                scrape_s=round(time.monotonic() - t0, 2), unauthenticated_metrics=httpx.get(url + "/metrics").status_code,
                rss=peak.text())
     # 5. chunked POST /livez without a token, 10 at once
-    head = b"POST /livez HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /livez HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
     answers: list[bytes] = []
     with Peak(served) as peak:
         t0 = time.monotonic()
@@ -204,7 +204,7 @@ def probes(served: Server, args: argparse.Namespace) -> dict[str, Any]:
     r = httpx.get(url + "/metrics/", headers={**AUTH, "Host": "evil.example"})
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(args.sockets)]
     for s in socks[: args.sockets // 2]:
-        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n")  # headers never finished
     time.sleep(args.idle_s)
     still_open = 0
     for s in socks:

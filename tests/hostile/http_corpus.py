@@ -26,7 +26,7 @@ class Case:
 
 
 def cases(path: str = "/v2/models/mnist-mlp/infer") -> list[Case]:
-    post = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n".encode()
+    post = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n".encode()
     return [
         Case("cl-and-te", "`Content-Length: 10` + `Transfer-Encoding: chunked`, 40 MiB sent", 
              post + b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n", 40, 400, "conflicting framing headers"),
@@ -37,7 +37,7 @@ def cases(path: str = "/v2/models/mnist-mlp/infer") -> list[Case]:
         Case("declared-over-cap", "`Content-Length: 40 MiB` (refused before reading)",
              post + f"Content-Length: {40 * MiB}\r\n".encode(), 0, 413, "over the cap of 33554432 bytes"),
         Case("livez-body", "chunked 40 MiB POST to `/livez` (a route that reads no body)",
-             b"POST /livez HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n", 40, 405, "method POST is not allowed"),
+             b"POST /livez HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n", 40, 405, "method POST is not allowed"),
     ]
 
 
