@@ -8,9 +8,7 @@ SCAN_VENV  := .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 PORT   ?= 3000
 
-# Datasets are looked for in DATA_DIR; the shared copy beside the repo wins when present.
-DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
-export DATA_DIR
+# Datasets: every command applies zoo/datadir.py's rule ($DATA_DIR, else ../shared/data, else ./data).
 
 .PHONY: help install kubectl chromium wrk test-tools serve test models bench container-test clean
 

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.store import ROOT, BenchError, use_home
+from zoo.datadir import default_data_dir
 
 PARTS = ("engine", "http")
 
@@ -36,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", default=None, help="where the PNGs and results.json go (default: OUT's dir/bench)")
     p.add_argument("--keep", metavar="DIR", help="work directory to keep and reuse (store, checkpoints, logs); "
                                                  "default: a temporary one, removed at the end")
-    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="datasets root ($DATA_DIR)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="datasets root (zoo.datadir's rule: $DATA_DIR, ...)")
     p.add_argument("--duration", type=float, help="seconds per HTTP point (default 15; --quick 2)")
     p.add_argument("--warmup", type=float, help="seconds of untimed load before each HTTP point (default 3; --quick 1)")
     p.add_argument("--levels", help="HTTP levels as ENDPOINT:CONCURRENCY[:IMAGES],... (default: the issue's workload)")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from export import ExportError
+from zoo.datadir import default_data_dir
 from zoo.entry import get_entry
 from zoo.families import list_families
 
@@ -81,10 +82,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_true", help="quick recipes, only for models missing from the store")
     mode.add_argument("--full", action="store_true", help="default recipes, a new version of every family with data")
     p.add_argument("--families", default=None, help="comma-separated families (default: every family)")
-    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="dataset root ($DATA_DIR)")
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help="dataset root ($DATA_DIR, else ../shared/data beside the repo when it exists, else ./data); "
+                        "the transfer family's ImageFolder is DATA_DIR/transfer-resnet18")
     p.add_argument("--out-dir", default="checkpoints", help="checkpoints go to OUT_DIR/<family>")
-    p.add_argument("--transfer-data", default=os.environ.get("TRANSFER_DATA"),
-                   help="ImageFolder for the transfer-learning family ($TRANSFER_DATA)")
     p.add_argument("--transfer-weights", default=os.environ.get("TRANSFER_WEIGHTS", "imagenet"),
                    help="its backbone: imagenet or a state_dict/checkpoint path ($TRANSFER_WEIGHTS)")
     return p

@@ -11,7 +11,7 @@
 # Environment (all optional):
 #   BENTOML_HOME        a model store holding mnist-mlp and sine-rnn to reuse (copied, never written);
 #                       without it the quick recipes are trained and exported into a temporary store
-#   DATA_DIR            datasets folder with MNIST/raw (the Makefile sets it)
+#   DATA_DIR            datasets folder with MNIST/raw (default: zoo/datadir.py's rule, repeated below)
 #   MODEL_ZOO_CACHE     where the debootstrapped base rootfs is cached (default ~/.cache/model-zoo)
 #   DEBIAN_MIRROR       mirror for debootstrap (default: the host's apt mirror)
 #   READY_TIMEOUT       seconds to wait for /readyz (default 180)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from zoo.datadir import TRANSFER_DATA_RULE
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_bootstrap(tmp_path: Path, *args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "store"), "DATA_DIR": str(data_dir)}
-    env.pop("TRANSFER_DATA", None)
     return subprocess.run(
         [sys.executable, "-m", "export.bootstrap", *args, "--out-dir", str(tmp_path / "ckpt")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -31,7 +32,8 @@ def test_missing_data_is_skipped_with_the_fix(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipped cifar10-resnet18: CIFAR-10 files" in result.stdout
     assert "--download" in result.stdout
-    assert "skipped transfer-resnet18: no dataset given; set TRANSFER_DATA" in result.stdout
+    assert "skipped transfer-resnet18: no dataset at " in result.stdout
+    assert TRANSFER_DATA_RULE in result.stdout
     assert store_tags(tmp_path, "cifar10-resnet18") == []
 
 

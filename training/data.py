@@ -34,6 +34,8 @@ from training.specs import (
     SINE_DEFAULTS,
     make_spec,  # noqa: F401 - re-exported: training.data.make_spec(family, ...)
 )
+from zoo.datadir import default_data_dir  # re-exported: the one rule for where data is
+
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 
@@ -54,11 +56,6 @@ class Splits:
     val: Dataset
     test: Dataset | None
     labels: list[str]
-
-
-def default_data_dir() -> str:
-    """``$DATA_DIR`` (the Makefile exports it) else ``./data``."""
-    return os.environ.get("DATA_DIR") or "./data"
 
 
 def _split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -33,7 +33,7 @@ def common_parser(family: str, **defaults: Any) -> argparse.ArgumentParser:
     p = _Parser(prog=f"python -m training {family}", description=f"Train {family}.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--data-dir", default=default_data_dir(), help="dataset root ($DATA_DIR, else ./data)")
+    d.add_argument("--data-dir", default=default_data_dir(), help="dataset root ($DATA_DIR, else ../shared/data beside the repo when it exists, else ./data)")
     d.add_argument("--download", action="store_true", help="download the dataset through torchvision (needs internet)")
     d.add_argument("--val-fraction", type=float, default=0.1, help="share of the training split held out for validation")
     d.add_argument("--max-train-samples", type=int, default=None,

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from zoo.datadir import TRANSFER_DATA_RULE
 from zoo.spec import Task
 
 Decoder = Literal["images", "history"]  # multipart image files / JSON {"history", "steps"}
@@ -125,7 +126,7 @@ for _family in (
     Family("transfer-resnet18", "classification", "classify_image", "images",
            "Transfer-learned classifier with its dataset's class names: one result per uploaded image",
            "an ImageFolder dataset (one folder per class); verified on its validation split",
-           "put an ImageFolder dataset in $DATA_DIR and train it (python -m training transfer-resnet18)"),
+           f"train it from {TRANSFER_DATA_RULE}, then python -m export checkpoints/transfer-resnet18/best.pt"),
 ):
     register_family(_family)
 

@@ -29,6 +29,7 @@ from training.models import ResNetConfig, build_model, build_transfer_resnet18, 
 from training.options import common_parser, finalize, setup_run
 from training.registry import BootstrapPlan, TrainingFamily, register_training
 from training.specs import transfer_spec
+from zoo.datadir import TRANSFER_DATA_RULE, family_data_dir
 
 FAMILY = "transfer-resnet18"
 QUICK = {"max_train_samples": 256, "max_eval_samples": 128}
@@ -40,7 +41,8 @@ QUICK_SCRATCH = {"epochs": 3, "batch_size": 8, "augment": False}
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = common_parser(FAMILY, epochs=10, batch_size=32, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True,
-                      weight_decay=1e-4, scheduler="cosine", val_fraction=0.2)
+                      weight_decay=1e-4, scheduler="cosine", val_fraction=0.2,
+                      data_dir=family_data_dir(FAMILY))  # its ImageFolder: <data dir>/transfer-resnet18
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH (state_dict or our checkpoint)")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
     return p
@@ -153,11 +155,11 @@ def eval_samples(ckpt: dict[str, Any], n: int, data_dir: str) -> tuple[torch.Ten
 
 
 def bootstrap(args: argparse.Namespace) -> BootstrapPlan:
-    """export.bootstrap trains this family from its own folder ($TRANSFER_DATA), not from $DATA_DIR."""
-    if args.transfer_data is None:
-        return BootstrapPlan(None, missing=f"{FAMILY}: no dataset given; set TRANSFER_DATA=DIR (an ImageFolder: "
-                                           "DIR/<class>/*.jpg or DIR/train + DIR/val) and run make models")
-    return BootstrapPlan(args.transfer_data, ("--weights", args.transfer_weights))
+    """export.bootstrap trains this family from its own folder, ``<data dir>/transfer-resnet18``."""
+    folder = Path(family_data_dir(FAMILY, args.data_dir))
+    if not folder.is_dir():
+        return BootstrapPlan(None, missing=f"{FAMILY}: no dataset at {folder.resolve()}; it trains from {TRANSFER_DATA_RULE}")
+    return BootstrapPlan(str(folder), ("--weights", args.transfer_weights))
 
 
 register_training(TrainingFamily(FAMILY, ResNetConfig, build_transfer_resnet18, transfer_spec, main, eval_samples,
