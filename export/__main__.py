@@ -63,8 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen environment problem: still one line, still nothing registered
         print(f"error: export failed unexpectedly ({type(exc).__name__}: {exc}); nothing was registered", file=sys.stderr)
         return 1
+    if args.name is None:
+        print(takeover_note(tag.split(":")[0]), file=sys.stderr)
     print(tag)
     return 0
+
+
+def takeover_note(name: str) -> str:
+    """One line: without --name a model is stored under its family's name, whose alias route it then takes."""
+    from zoo.families import get_family
+
+    return (f"note: no --name, so it is stored as {name!r}, the family's own name: after a restart (or `zoo load {name}`) "
+            f"it answers /{get_family(name).route} in place of the model there now; "
+            f"pass --name NAME to serve it beside that one at /models/NAME/")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def test_export_registers_one_model_with_every_file(trained_mlp, env, tmp_path):
     # a second export is a new version of the same model, not an overwrite
     again = export([str(ckpt), "--formats", "onnx", "--name", "mnist-mlp"], env)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "note: no --name" in proc.stderr and "note:" not in again.stderr  # an explicit --name is a choice
     assert sorted(store_tags(env)) == sorted([tag, again.stdout.strip().splitlines()[-1]])
 
 
@@ -96,6 +97,9 @@ def test_sine_rnn_defaults_skip_fp16(env, tmp_path):
     proc = export([str(ckpt)], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tag = proc.stdout.strip().splitlines()[-1]
+    # without --name it takes the family's name, and with it the alias route: said in one line
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and "'sine-rnn'" in notes[0] and "/forecast_sine" in notes[0] and "--name" in notes[0], notes
     info = json.loads(run([BENTOML, "models", "get", tag, "-o", "json"], env).stdout)
     assert info["metadata"]["formats"] == ["torchscript", "onnx", "onnx-int8"]
     assert info["metadata"]["spec"]["sequence"]["cell"] == "gru"
