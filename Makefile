@@ -13,7 +13,7 @@ PORT   ?= 3000
 .PHONY: help install kubectl chromium wrk test-tools serve test models bench container-test clean
 
 help:
-	@echo "make serve           serve all available models on localhost:$(PORT) (trains quick models if missing)"
+	@echo "make serve           serve all available models on localhost:$(PORT) (PORT=N for another; trains quick models if missing)"
 	@echo "make test            run the whole test suite"
 	@echo "make models          train (full recipes), export and register every family whose data is present"
 	@echo "make bench           run the benchmarks and write docs/benchmarks.md"
@@ -50,10 +50,12 @@ wrk:
 test-tools:
 	$(call debs,kubectl:kubernetes-client chromium:chromium chromedriver:chromium-driver wrk:wrk)
 
+# service.serve: a busy PORT is one line (checked before training too); "ready" and the examples come
+# after /readyz answers; Ctrl-C stops it.
 serve: $(STAMP)
+	@$(BIN)/python -m service.serve --port $(PORT) --check-port
 	$(BIN)/python -m export.bootstrap --quick
-	@$(BIN)/python -m service.examples --port $(PORT)
-	$(BIN)/bentoml serve service.app:ModelZoo --port $(PORT) --host 127.0.0.1
+	@$(BIN)/python -m service.serve --port $(PORT)
 
 test: $(STAMP) $(SCAN_STAMP) test-tools
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest

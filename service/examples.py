@@ -31,6 +31,20 @@ def example_commands(base_url: str) -> list[str]:
     ]
 
 
+def ready_block(base_url: str) -> list[str]:
+    """What `make serve` prints once the service answers /readyz: where it is, what to try, how to stop."""
+    curls = example_commands(base_url)
+    return [
+        f"Model Zoo is ready at {base_url}",
+        f"  browser demo    {base_url}/ui",
+        f"  what it serves  {base_url}/",
+        f"  try             {curls[0]}",
+        f"                  {curls[1]}",
+        f"  or the client   zoo classify --url {base_url} {shlex.quote(str(DIGIT))}",
+        "  stop            Ctrl-C",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=3000)
