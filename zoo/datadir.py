@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The one sentence every missing-transfer-data message and the README repeat.
+# The one instruction for transfer data: the 503 (zoo.families), bootstrap and training messages; README says the same.
 TRANSFER_DATA_RULE = ("an ImageFolder (DIR/<class>/*.jpg, or DIR/train + DIR/val) at $DATA_DIR/transfer-resnet18, "
                       "or any DIR given as `python -m training transfer-resnet18 --data-dir DIR`")
 
