@@ -116,6 +116,22 @@ def test_wrong_family_is_refused(trained_mlp, env):
     assert_clean_failure(export([ckpt, "--name", "sine-rnn"], env), env, "belongs to the sine-rnn family")
 
 
+@pytest.mark.parametrize("what", ["module", "random"])
+def test_a_file_that_is_not_a_checkpoint_says_what_one_is(what, env, tmp_path):
+    import torch
+
+    path = tmp_path / "model.pt"
+    if what == "module":
+        torch.save(torch.nn.Linear(2, 2), path)  # a pickled nn.Module, as torch.save(model) writes
+    else:
+        path.write_bytes(bytes(range(256)) * 16)
+    proc = export([str(path)], env)
+    assert_clean_failure(proc, env, f"error: {path}: not a model zoo checkpoint", "`python -m training` writes",
+                         "model, optimizer, scheduler, epoch, config, spec, metrics")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "weights_only" not in proc.stderr and "still be loaded" not in proc.stderr
+
+
 SABOTAGE = textwrap.dedent('''
     # Run the real CLI with one step sabotaged, to prove a failure leaves the store untouched.
     import sys

@@ -42,16 +42,32 @@ def test_truncated_checkpoint(tmp_path):
 
 def test_wrong_files(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="notes.txt: not a model zoo checkpoint: not a file torch.save wrote"):
         load_checkpoint(tmp_path / "notes.txt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="missing keys"):
+    with pytest.raises(CheckpointError, match="not a model zoo checkpoint: missing keys"):
         load_checkpoint(tmp_path / "other.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match=r"a bare state_dict\?"):
+        load_checkpoint(tmp_path / "weights.pt")
     torch.save([1, 2], tmp_path / "list.pt")
-    with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
+    with pytest.raises(CheckpointError, match="not a model zoo checkpoint: it holds a list, not a dict"):
         load_checkpoint(tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_pickled_module_is_not_a_checkpoint_and_no_unsafe_advice(tmp_path):
+    """torch.load's own error advises weights_only=False (arbitrary code execution): ours says what the file
+    is not and what a checkpoint is, in one line."""
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # what the style forbids: a pickled module
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "module.pt")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'module.pt'}: not a model zoo checkpoint: it holds pickled Python "
+                              "objects (torch.nn.modules.linear.Linear): refused to load"), message
+    assert "the plain dict `python -m training` writes" in message and "model, optimizer, scheduler" in message
+    assert "weights_only" not in message and "still be loaded" not in message and "\n" not in message
 
 
 class _Exploit:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,13 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "config", "spec", "
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not have the expected content."""
+
+
+def not_a_checkpoint(path: Path, why: str) -> CheckpointError:
+    """One line: what ``path`` is not, why, and what a checkpoint holds."""
+    return CheckpointError(f"{path}: not a model zoo checkpoint: {why}; a checkpoint is the plain dict "
+                           f"`python -m training` writes (checkpoints/FAMILY/best.pt) of tensors and plain data "
+                           f"under {', '.join(REQUIRED_KEYS)}")
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
@@ -50,24 +58,28 @@ def load_checkpoint(path: str | os.PathLike, family: str | None = None) -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save has written zip files since PyTorch 1.6
+            raise not_a_checkpoint(path, "not a file torch.save wrote")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain data "
-            f"(weights_only=True): {str(exc).splitlines()[0]}"
-        ) from exc
+        # torch's message advises weights_only=False, i.e. running whatever the file holds: never relayed
+        found = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+        raise not_a_checkpoint(path, "it holds pickled Python objects" + (f" ({found[0]})" if found else "")
+                               + ": refused to load, since unpickling them could run any code") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - a non-checkpoint file can fail the legacy unpickler in many ways
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail the unpickler in many ways
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: {exc}"
         ) from exc
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
+        raise not_a_checkpoint(path, f"it holds a {type(ckpt).__name__}, not a dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: not a model-zoo checkpoint, missing keys {missing}")
+        bare = ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+        raise not_a_checkpoint(path, f"missing keys {missing}" + (" (a bare state_dict?)" if bare else ""))
     try:
         Spec.from_dict(ckpt["spec"])
     except SpecError as exc:
