@@ -13,7 +13,7 @@ import sys
 
 from clients import bench, classify, forecast
 from clients.client import ZooClient
-from clients.transport import DEFAULT_URL, TOKEN_ENV, URL_ENV, ZooError, default_token, default_url
+from clients.transport import DEFAULT_URL, TOKEN_ENV, URL_ENV, Unreachable, ZooError, default_token, default_url
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         args.url = default_url(args.url)
         args.token = default_token(args.token)
         return args.func(args)
+    except Unreachable as exc:
+        print(f"zoo {args.command}: error: {exc}; is the service running? start one with `make serve`, "
+              f"or name yours with --url or ${URL_ENV}", file=sys.stderr)
     except ZooError as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
     except (ValueError, TypeError, OSError) as exc:  # bad arguments, unreadable files, a bad --out

@@ -114,8 +114,14 @@ def check(response: httpx.Response) -> httpx.Response:
     raise ZooError(response.status_code, message, url=where, body=body)
 
 
+class Unreachable(ZooError):
+    """No connection to the service at all (refused, unresolvable, timed out connecting): nothing listens
+    at that URL, as opposed to a service that answered or broke off mid-request."""
+
+
 def transport_error(exc: Exception, url: str) -> ZooError:
-    """A ZooError naming the server URL for a failure that got no HTTP answer."""
+    """A ZooError naming the server URL for a failure that got no HTTP answer (``Unreachable`` when no
+    connection was made)."""
     kind = {
         httpx.ConnectError: "cannot connect to",
         httpx.ConnectTimeout: "timed out connecting to",
@@ -124,7 +130,8 @@ def transport_error(exc: Exception, url: str) -> ZooError:
         httpx.PoolTimeout: "no free connection to",
     }.get(type(exc), "connection failed to")
     detail = str(exc) or type(exc).__name__
-    return ZooError(None, f"{kind} {url} ({detail})", url=url)
+    error = Unreachable if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) else ZooError
+    return error(None, f"{kind} {url} ({detail})", url=url)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

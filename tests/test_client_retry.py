@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -129,6 +130,17 @@ def test_connection_refused_is_retried_then_names_url():
             zoo.forecast([0.1], steps=1)
         assert zoo.retries_done == 2
     assert info.value.status is None and str(info.value).startswith(f"cannot connect to {url}")
+
+
+def test_cli_cannot_connect_names_the_url_and_how_to_get_a_service():
+    url = f"http://127.0.0.1:{_closed_port()}"
+    bad = subprocess.run([sys.executable, "-m", "clients", "health", "--url", url], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if k != "ZOO_URL"})
+    assert bad.returncode == 1 and bad.stdout == ""
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1, bad.stderr
+    assert lines[0].startswith(f"zoo health: error: cannot connect to {url} ("), lines[0]
+    assert "`make serve`" in lines[0] and "--url" in lines[0] and "$ZOO_URL" in lines[0], lines[0]
 
 
 def test_cli_forecast_retries_and_cli_errors_are_one_line(stub):
