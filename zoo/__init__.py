@@ -7,3 +7,5 @@
 
 Standard library and numpy only; the bento packs this package beside ``service/``.
 """
+
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it, and so does the bento (which installs no package)

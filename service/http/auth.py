@@ -3,7 +3,7 @@
 Off unless ``MODEL_ZOO_API_TOKEN`` is set (non-empty). When on, every HTTP request must carry
 ``Authorization: Bearer <token>``, except ``GET``/``HEAD`` of the routes orchestrators probe without
 credentials (``/livez``, ``/readyz``, ``/healthz`` and ``/v2/health/*``) and of the static front page and
-browser demo (``/``, ``/ui``, ``/ui/<file>``: no data in them, and the page must load to ask for the
+browser demo and Swagger UI (``/``, ``/ui``, ``/ui/<file>``, ``/docs``, ``/docs/<file>``: no data in them, and the page must load to ask for the
 token; the model list and answers it shows come from protected routes). Any other method on them needs
 the token too, so an unauthenticated body is never read on any route. ``/metrics`` needs the token
 (service/README.md says why). Deny by default: a route added later is protected without anyone
@@ -36,9 +36,10 @@ TOKEN_ENV = "MODEL_ZOO_API_TOKEN"
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/v2/health/",)
 OPEN_METHODS = frozenset({"GET", "HEAD"})  # methods without a body: nothing to read before auth
-# static pages (service/http/pages.py): the front page, the demo and its files, one path segment under /ui/
-UI_PATHS = frozenset({"/", "/ui"})
-UI_PREFIX = "/ui/"
+# static pages (service/http/pages.py, swagger.py): the front page, the demo, Swagger UI and their files,
+# one path segment under /ui/ or /docs/ (/docs.json is not a page: it needs the token)
+UI_PATHS = frozenset({"/", "/ui", "/docs"})
+UI_PREFIXES = ("/ui/", "/docs/")
 
 _UNAUTHORIZED = error_bytes("unauthorized")
 _HEADERS = [
@@ -58,7 +59,7 @@ def token_from_env() -> bytes | None:
 def is_open(path: str) -> bool:
     """Health probes and the static pages stay reachable without a token (GET/HEAD: see ``allowed``)."""
     path = path.rstrip("/") or "/"
-    if path in UI_PATHS or (path.startswith(UI_PREFIX) and "/" not in path[len(UI_PREFIX):]):
+    if path in UI_PATHS or any(path.startswith(p) and "/" not in path[len(p):] for p in UI_PREFIXES):
         return True
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 

@@ -6,8 +6,8 @@ Starlette app (service/http/routes.py ``MOUNTED``), so each of its routes is des
 without a description fails tests/test_service_units.py's route-table check) and merged into the document
 BentoML generates (its public ``Service.openapi_spec``; the service is the mounted app's
 ``state.service``). Served at ``/docs.json`` by that app,
-which BentoML mounts before its own route of the same path (BentoML serves no Swagger UI here: ``/`` is
-the service's front page).
+which BentoML mounts before its own route of the same path; Swagger UI shows it at ``/docs``
+(service/http/swagger.py). Its ``info`` is this service's (``info()``), not BentoML's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+import zoo
 from zoo.families import FAMILIES
 
 JSON = "application/json"
@@ -122,13 +123,30 @@ def paths() -> dict[str, dict[str, Any]]:
     return out
 
 
-UNDOCUMENTED = {"/", "/ui", "/ui/", "/ui/{file}", "/docs.json", "/v2/"}  # pages, this document, a duplicate
+UNDOCUMENTED = {"/", "/ui", "/ui/", "/ui/{file}", "/docs", "/docs/{file}", "/docs.json", "/v2/"}  # pages, this document, a duplicate
+
+
+def info() -> dict[str, Any]:
+    """The document's ``info``: this service (BentoML's is its class name, version None and its Slack and
+    Twitter badges)."""
+    return {
+        "title": "Model Zoo Serving",
+        "version": zoo.__version__,
+        "description": (
+            "PyTorch model families (image classifiers, a sequence forecaster) exported to ONNX/TorchScript "
+            "and served together. Each family's own route (`/classify_digit` ...) answers for the model stored "
+            "under the family's name; `/models/{name}/classify|forecast` for any served model by store name; "
+            "the Open Inference Protocol (`/v2`) with Triton's model repository extension loads and unloads "
+            "models at run time. When the service has a token (MODEL_ZOO_API_TOKEN), every route but the "
+            "health probes and the pages needs `Authorization: Bearer <token>`. The browser demo is at `/ui`."),
+    }
 
 
 def document(service: Any, routes: list[Any]) -> dict[str, Any]:
     """BentoML's document of ``service`` with every one of ``routes`` (the mounted app's) described."""
     described = paths()
     spec = service.openapi_spec.asdict()
+    spec["info"] = info()
     spec.setdefault("paths", {}).update(
         {route.path: described[route.path] for route in routes if route.path not in UNDOCUMENTED})
     return spec

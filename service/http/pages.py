@@ -35,13 +35,20 @@ FILES = {
 # (the token box must not sit under another site's overlay), and no Referer leaves with a link.
 CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
-_HEADERS = {
-    "Cache-Control": "no-cache",  # revalidate on every load: a redeployed page never runs next to an old script
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": CSP,
-    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
-    "Referrer-Policy": "no-referrer",
-}
+
+
+def page_headers(csp: str = CSP) -> dict[str, str]:
+    """The headers every static file carries (service/http/swagger.py's with its own CSP)."""
+    return {
+        "Cache-Control": "no-cache",  # revalidate on every load: a redeployed page never runs next to an old script
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+_HEADERS = page_headers()
 
 
 def _file(name: str) -> Response:

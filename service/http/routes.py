@@ -2,7 +2,8 @@
 
 BentoML serves its own routes (``BENTOML_ROUTES``) and one ``@bentoml.api`` per family alias
 (service/app.py, from zoo/families.py); the app it mounts at ``/`` serves ``MOUNTED``: per-model REST,
-the Open Inference Protocol with Triton's repository extension, the pages and the OpenAPI document.
+the Open Inference Protocol with Triton's repository extension, the pages, Swagger UI (``/docs``) and
+the OpenAPI document.
 Two things read the table: Prometheus' ``endpoint`` label, which is the route template, never the raw
 path (``RouteLabels``, installed by service/adapters.py ``install_route_labels``: unknown or
 parameterised paths would otherwise add a series each, without bound), and the OpenAPI document
@@ -16,11 +17,11 @@ from typing import Any, Iterable
 
 from starlette.routing import BaseRoute, compile_path
 
-from service.http import oip, openapi, pages, rest
+from service.http import oip, openapi, pages, rest, swagger
 from zoo.families import FAMILIES
 
-BENTOML_ROUTES = ("/docs", "/livez", "/readyz", "/healthz", "/metrics")  # BentoML's own
-MOUNTED: list[BaseRoute] = [*oip.ROUTES, *rest.ROUTES, *pages.ROUTES, *openapi.ROUTES]
+BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics")  # BentoML's own
+MOUNTED: list[BaseRoute] = [*oip.ROUTES, *rest.ROUTES, *pages.ROUTES, *swagger.ROUTES, *openapi.ROUTES]
 UNMATCHED = "<unmatched>"  # every path no route serves: one label, whatever was asked for
 
 
