@@ -95,3 +95,47 @@ def test_document_info_is_this_service():
     assert "/v2" in info["description"] and "/models/{name}" in info["description"]
     text = repr(info).lower()
     assert "slack" not in text and "twitter" not in text and "none" not in text
+
+
+@pytest.fixture(scope="module")
+def docs_url():
+    """The mounted app (its /docs.json over ``_Tiny``) on a free loopback port, in a thread."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    app = Starlette(routes=MOUNTED)
+    app.state.service = _Tiny
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_docs_renders_every_operation_in_chromium(docs_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_ui import _chromium
+
+    browser = _chromium()
+    try:
+        browser.get(docs_url + "/docs")
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
+        shown = {e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/ping", "/v2/models/{name}/infer", "/models/{name}/classify"} <= shown, shown
+        assert browser.find_element(By.CSS_SELECTOR, ".info .title").text.startswith("Model Zoo Serving")
+        errors = [e["message"] for e in browser.get_log("browser")  # the browser's own favicon request aside
+                  if e["level"] == "SEVERE" and "/favicon.ico " not in e["message"]]
+        assert errors == [], errors  # a CSP violation or a missing file shows here
+    finally:
+        browser.quit()
