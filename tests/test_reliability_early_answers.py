@@ -3,7 +3,7 @@
 The service answers an unknown model, a missing token or an over-cap declared length before it reads
 the body. Closing then, with the client still sending, made the client's kernel see a reset: the async
 client and ``zoo classify`` reported "connection failed" for a typo in the model name. The server now
-reads and discards a bounded rest of the body before it completes such an answer (service/http/linger.py),
+sends such an answer at once, then reads and discards a bounded rest of the body before it closes (service/http/linger.py),
 so the client finishes sending and reads the JSON error. These run against a real ``bentoml serve``.
 """
 
@@ -60,8 +60,8 @@ def test_async_client_gets_the_json_404_for_an_unknown_model(zoo_server, big_ima
         assert raw.status_code == 404 and "nope" in raw.json()["error"]
 
 
-def test_a_kept_connection_serves_the_next_request_after_an_early_answer(zoo_server, big_images):
-    """The drained connection stays usable: the next request on it is answered normally."""
+def test_the_next_request_is_answered_after_an_early_answer(zoo_server, big_images):
+    """The answer closes its connection once the rest of the body is read; the client goes on over a new one."""
     files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(big_images[:4])]
     with httpx.Client(base_url=zoo_server.url, timeout=60) as c:
         assert c.post("/models/nope/classify", files=files).status_code == 404

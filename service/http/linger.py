@@ -5,19 +5,21 @@ token (401), a foreign origin (403), a declared length over the cap (413), a wro
 (415), too many bodies at once (429). Closing the connection then, with the rest of the upload still
 arriving, makes the server's kernel reset it, and a client busy sending sees the reset instead of the
 answer ("connection failed" for a typo in a model name, issue 27.1). Like nginx's lingering close,
-``LingeringClose`` holds such an answer's start until the app has sent all of it, then reads and
-discards the rest of the body within bounds: no more than the body-size cap in all
-(``MODEL_ZOO_MAX_BODY_MB``), a gap of at most ``CHUNK_S`` between chunks and ``TOTAL_S`` in all. A
-body read to its end leaves the connection kept alive (the inner ``Connection: close``, added because
-the body was unread, is dropped); past a bound, or for a body that stalled (408) or that asked
-``Expect: 100-continue`` (nothing is in flight), the answer goes out with ``Connection: close`` as
-before. So no body over the cap is read in full: the 413 of one still closes at once.
+``LingeringClose`` sends such an answer at once, with ``Connection: close``, but holds back its end
+(uvicorn closes when the response is complete, and its ``receive`` returns nothing after that) while
+it reads and discards the rest of the body within bounds: no more than the body-size cap in all
+(``MODEL_ZOO_MAX_BODY_MB``), a gap of at most ``CHUNK_S`` between chunks, ``TOTAL_S`` in all, and at
+most ``MODEL_ZOO_BODIES_PER_CLIENT`` lingering requests per client address and worker (a lingering
+request holds a request slot, like a body being received: service/http/bodies.py). Past a bound, or
+for a body that stalled (408) or waits for ``100 Continue`` (none of it is in flight), the connection
+closes at once, as before. So no body over the cap is read in full: the 413 of one still closes at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from service.config import settings
@@ -30,23 +32,29 @@ CLOSE = (b"connection", b"close")
 
 
 class LingeringClose:
-    """ASGI middleware; ``max_bytes`` defaults to the body-size cap, ``chunk_s``/``total_s`` to the module's."""
+    """ASGI middleware; ``max_bytes`` and ``per_client`` default to the settings, ``chunk_s``/``total_s`` to the module's."""
 
-    def __init__(self, app: Any, max_bytes: int | None = None, chunk_s: float = CHUNK_S, total_s: float = TOTAL_S) -> None:
+    def __init__(self, app: Any, max_bytes: int | None = None, per_client: int | None = None,
+                 chunk_s: float = CHUNK_S, total_s: float = TOTAL_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_client = per_client
         self.chunk_s = chunk_s
         self.total_s = total_s
+        self.lingering: Counter[str] = Counter()  # peer address -> its requests lingering here now
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not has_body(scope):
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes if self.max_bytes is not None else settings().max_body_bytes
+        cap = self.per_client if self.per_client is not None else settings().bodies_per_client
+        peer = (scope.get("client") or ("unknown", 0))[0]
         headers = scope.get("headers") or []
         declared = _declared_length(headers)
-        expects = any(k == b"expect" for k, _ in headers)
-        received, finished, held = 0, False, None
+        may_linger = declared is None or declared <= limit
+        may_linger &= not any(k == b"expect" for k, _ in headers)
+        received, finished, early = 0, False, False
 
         async def counted() -> dict:
             nonlocal received, finished
@@ -58,39 +66,39 @@ class LingeringClose:
                 finished = True  # gone: nothing left to read
             return message
 
-        async def drained() -> bool:
-            """Read the rest of the body within the bounds; True once it has all arrived."""
-            if expects or (declared is not None and declared > limit):
-                return False
+        async def drain() -> None:
+            """Read and discard the rest of the body, within the bounds."""
             deadline = time.monotonic() + self.total_s
-            while not finished:
+            while not finished and received <= limit:
                 left = deadline - time.monotonic()
-                if received > limit or left <= 0:
-                    return False
+                if left <= 0:
+                    return
                 try:
                     await asyncio.wait_for(counted(), min(self.chunk_s, left))
                 except asyncio.TimeoutError:
-                    return False
-            return received <= limit
+                    return
 
         async def lingering(message: dict) -> None:
-            nonlocal held
-            kind = message["type"]
-            if kind == "http.response.start" and not finished and message["status"] not in NO_LINGER:
-                held = message  # the answer came before the body: hold it until the answer is whole
-                return
-            if held is not None and kind == "http.response.body":
-                start, held = held, None
-                if not message.get("more_body", False) and await drained():
-                    start = {**start, "headers": [h for h in start.get("headers", []) if h != CLOSE]}
-                elif CLOSE not in start.get("headers", []):  # a streamed answer, or a bound passed
-                    start = {**start, "headers": [*start.get("headers", []), CLOSE]}
-                await send(start)
+            nonlocal early, may_linger
+            if message["type"] == "http.response.start" and not finished:
+                early = True  # the answer came before the body: the connection closes after it
+                may_linger &= message["status"] not in NO_LINGER
+                if CLOSE not in message.get("headers", []):
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+            elif (early and may_linger and message["type"] == "http.response.body" and not message.get("more_body")
+                  and not finished and self.lingering[peer] < cap):
+                await send({**message, "more_body": True})  # the whole answer, but not its end: uvicorn waits
+                self.lingering[peer] += 1
+                try:
+                    await drain()
+                finally:
+                    self.lingering[peer] -= 1
+                    if not self.lingering[peer]:
+                        del self.lingering[peer]
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
         await self.app(scope, counted, lingering)
-        if held is not None:  # the app ended without a body message: send the start it held
-            await send(held)
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
