@@ -3,7 +3,8 @@
 Batches of ``--batch-size`` images go out ``--concurrency`` at a time over one
 asyncio client. A batch the server refuses is retried one file at a time, so only
 the bad file fails; a file refused on its own (4xx) is recorded as ``rejected``
-with the server's reason and the run goes on. Results stream to stdout, or to
+with the server's reason and the run goes on. An answer about the run rather than a file (401, 403,
+404: a wrong token, origin or model name) ends it with one error. Results stream to stdout, or to
 ``--out`` (CSV/JSONL, appended and flushed per batch, skipped on re-run).
 
 Exit status: 0 all classified; 3 some files rejected or failed; 1 a fatal error.
@@ -28,6 +29,7 @@ from clients.records import ResultStore, confusion_matrix, format_confusion, mak
 from clients.transport import ZooError
 
 EXIT_PARTIAL = 3
+RUN_ERRORS = frozenset({401, 403, 404})  # wrong token, origin or model: every request would get the same answer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,7 +56,8 @@ async def _send(zoo: AsyncZooClient, model: str, items: list[tuple[Found, Any]])
 
 
 async def classify_batch(zoo: AsyncZooClient, model: str, batch: list[Found]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """(records to keep, transient failures) for one batch; raises ZooError when the server is unreachable."""
+    """(records to keep, transient failures) for one batch; raises ZooError when the server is unreachable
+    or refuses the run itself (``RUN_ERRORS``)."""
     items, failed = [], []
     for f in batch:
         try:
@@ -66,7 +69,7 @@ async def classify_batch(zoo: AsyncZooClient, model: str, batch: list[Found]) ->
     try:
         return await _send(zoo, model, items), failed
     except ZooError as exc:
-        if exc.status is None:
+        if exc.status is None or exc.status in RUN_ERRORS:
             raise
         if len(items) == 1:
             f = items[0][0]

@@ -26,6 +26,7 @@ from service.http.aliases import family_routes
 from service.http.auth import BearerAuth
 from service.http.bodies import SlowBodies
 from service.http.json_errors import JsonErrors
+from service.http.linger import LingeringClose
 from service.http.origin import OriginGuard
 from service.http.uploads import BodyLimit
 
@@ -73,12 +74,15 @@ MODELS_APP.state.service = ModelZoo  # its OpenAPI document (service/http/openap
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
 # Outermost first: a worker holding more than its share of keep-alive connections asks the client to
-# reconnect (service/http/balance.py); a request a web page could have made on its own (a foreign Origin
+# reconnect (service/http/balance.py); an answer sent before the body was read waits while a bounded rest
+# of the body is read and discarded, so a client still sending gets it, not a reset (service/http/linger.py);
+# a request a web page could have made on its own (a foreign Origin
 # or Host, a form posted to model control) gets 403 (service/http/origin.py); an unauthenticated request
 # is refused before its body is read (service/http/auth.py; off unless MODEL_ZOO_API_TOKEN is set), then
 # bodies over the size cap get 413
 # (counted as received); innermost, the router's plain-text 404/405 become JSON and its redirects relative.
 ModelZoo.add_asgi_middleware(balance.Rebalance)
+ModelZoo.add_asgi_middleware(LingeringClose)
 ModelZoo.add_asgi_middleware(OriginGuard)
 ModelZoo.add_asgi_middleware(BearerAuth)
 ModelZoo.add_asgi_middleware(SlowBodies)  # a stalled body: 408; too many bodies at once from one address: 429
