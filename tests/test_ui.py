@@ -83,8 +83,12 @@ def test_ui_slash_redirects_to_the_page(zoo_server):
 
 
 def test_static_files_reference_no_external_url():
-    assert sorted(FILES) == sorted(p.name for p in UI_DIR.iterdir())  # every shipped file is served, no other
-    for name in FILES:
+    from service.http.swagger import OUR_FILES
+
+    docs_page = {"docs.html", *OUR_FILES}  # /docs and its init script (service/http/swagger.py)
+    shipped = sorted(p.name for p in UI_DIR.iterdir())
+    assert sorted([*FILES, *docs_page]) == shipped  # every shipped file is served, no other
+    for name in shipped:
         text = (UI_DIR / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
         for ref in re.findall(r'(?:src|href)="([^"]+)"', text):
