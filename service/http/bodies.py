@@ -19,7 +19,27 @@ from typing import Any
 
 from service.config import settings
 from service.core.limits import has_body
-from service.http.responses import error_bytes
+from service.http.responses import send_error
+
+
+class AddressSlots(Counter):
+    """Requests per peer address holding something in this worker (a body arriving, a body draining),
+    for a cap per address."""
+
+    def take(self, peer: str, cap: int) -> bool:
+        if self[peer] >= cap:
+            return False
+        self[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self[peer] -= 1
+        if not self[peer]:
+            del self[peer]
+
+
+def peer_address(scope: dict) -> str:
+    return (scope.get("client") or ("unknown", 0))[0]
 
 
 class SlowBodies:
@@ -29,7 +49,7 @@ class SlowBodies:
         self.app = app
         self.timeout_s = timeout_s
         self.per_client = per_client
-        self.receiving: Counter[str] = Counter()  # peer address -> requests of it still receiving a body here
+        self.receiving = AddressSlots()  # peer address -> requests of it still receiving a body here
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not has_body(scope):
@@ -37,22 +57,19 @@ class SlowBodies:
             return
         timeout = self.timeout_s if self.timeout_s is not None else settings().body_timeout_s
         cap = self.per_client if self.per_client is not None else settings().bodies_per_client
-        peer = (scope.get("client") or ("unknown", 0))[0]
-        if self.receiving[peer] >= cap:
-            await _send_json(send, 429, f"too many request bodies in progress from {peer}: the cap is {cap} "
+        peer = peer_address(scope)
+        if not self.receiving.take(peer, cap):
+            await send_error(send, 429, f"too many request bodies in progress from {peer}: the cap is {cap} "
                              "at once per client address and worker (MODEL_ZOO_BODIES_PER_CLIENT); "
                              "finish sending the others first", retry_after=True)
             return
-        self.receiving[peer] += 1
         counted, cut, started = True, False, False
 
         def done_receiving() -> None:
             nonlocal counted
             if counted:
                 counted = False
-                self.receiving[peer] -= 1
-                if not self.receiving[peer]:
-                    del self.receiving[peer]
+                self.receiving.release(peer)
 
         async def timed() -> dict:
             nonlocal cut
@@ -66,7 +83,7 @@ class SlowBodies:
                 cut = True
                 done_receiving()
                 if not started:
-                    await _send_json(send, 408, f"the request body stalled: no data for {timeout:g} s "
+                    await send_error(send, 408, f"the request body stalled: no data for {timeout:g} s "
                                      "(MODEL_ZOO_BODY_TIMEOUT_S); send the body without pauses")
                 return {"type": "http.disconnect"}  # the app stops reading
             if message["type"] != "http.request" or not message.get("more_body", False):
@@ -85,14 +102,3 @@ class SlowBodies:
             await self.app(scope, timed, guarded)
         finally:
             done_receiving()
-
-
-async def _send_json(send: Any, status: int, message: str, retry_after: bool = False) -> None:
-    """A refusal before the body was read in full: ``connection: close``, so the rest is not drained."""
-    body = error_bytes(message)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
-    if retry_after:
-        headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

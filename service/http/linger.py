@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from typing import Any
 
 from service.config import settings
 from service.core.limits import has_body
+from service.http.bodies import AddressSlots, peer_address
 
 CHUNK_S = 2.0  # longest gap between body chunks while lingering (an uploading client sends far more often)
 TOTAL_S = 10.0  # longest linger in all (nginx's lingering_time is 30 s)
@@ -41,7 +41,7 @@ class LingeringClose:
         self.per_client = per_client
         self.chunk_s = chunk_s
         self.total_s = total_s
-        self.lingering: Counter[str] = Counter()  # peer address -> its requests lingering here now
+        self.lingering = AddressSlots()  # peer address -> its requests lingering here now
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not has_body(scope):
@@ -49,7 +49,7 @@ class LingeringClose:
             return
         limit = self.max_bytes if self.max_bytes is not None else settings().max_body_bytes
         cap = self.per_client if self.per_client is not None else settings().bodies_per_client
-        peer = (scope.get("client") or ("unknown", 0))[0]
+        peer = peer_address(scope)
         headers = scope.get("headers") or []
         declared = _declared_length(headers)
         may_linger = declared is None or declared <= limit
@@ -86,15 +86,12 @@ class LingeringClose:
                 if CLOSE not in message.get("headers", []):
                     message = {**message, "headers": [*message.get("headers", []), CLOSE]}
             elif (early and may_linger and message["type"] == "http.response.body" and not message.get("more_body")
-                  and not finished and self.lingering[peer] < cap):
+                  and not finished and self.lingering.take(peer, cap)):
                 await send({**message, "more_body": True})  # the whole answer, but not its end: uvicorn waits
-                self.lingering[peer] += 1
                 try:
                     await drain()
                 finally:
-                    self.lingering[peer] -= 1
-                    if not self.lingering[peer]:
-                        del self.lingering[peer]
+                    self.lingering.release(peer)
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 

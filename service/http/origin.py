@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from service.config import settings
 from service.core.limits import has_body
-from service.http.responses import error_bytes
+from service.http.responses import send_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # change nothing: a page may send them (links, images)
 MODEL_CONTROL = re.compile(r"^/v2/repository/models/[^/]+/(?:load|unload)/?$")
@@ -112,9 +112,4 @@ class OriginGuard:
         if scope["type"] == "websocket":  # no HTTP answer possible: close with "policy violation"
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = error_bytes(why)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if has_body(scope):  # the body was not read: do not drain it off the connection
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 403, why, close=has_body(scope))  # a body was not read: do not drain it

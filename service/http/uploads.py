@@ -24,7 +24,7 @@ from service.adapters import input_as_parsed
 from service.config import settings
 from service.core.limits import has_body
 from service.errors import BadRequest, ServiceError, TooLarge
-from service.http.responses import error_bytes
+from service.http.responses import send_error
 
 FIELD = "images"  # the multipart field (DESIGN.md)
 
@@ -108,17 +108,17 @@ class BodyLimit:
         headers = scope.get("headers") or []
         lengths = [v for k, v in headers if k == b"content-length"]
         if lengths and any(k == b"transfer-encoding" for k, _ in headers):
-            await _send_json(send, 400, "conflicting framing headers: Content-Length together with "
+            await send_error(send, 400, "conflicting framing headers: Content-Length together with "
                              "Transfer-Encoding; send one of them")
             return
         if lengths:
             try:
                 declared = int(lengths[0])
             except ValueError:
-                await _send_json(send, 400, f"invalid Content-Length header {lengths[0].decode(errors='replace')!r}")
+                await send_error(send, 400, f"invalid Content-Length header {lengths[0].decode(errors='replace')!r}")
                 return
             if declared > limit:
-                await _send_json(send, 413, _too_big(declared, limit))
+                await send_error(send, 413, _too_big(declared, limit))
                 return
         received, finished, started, refused, answered = 0, False, False, False, False
 
@@ -133,7 +133,7 @@ class BodyLimit:
                     refused = True
                     if not started:  # else the app's own answer is under way: let it finish
                         answered = True
-                        await _send_json(send, 413, _too_big(received, limit, at_least=True))
+                        await send_error(send, 413, _too_big(received, limit, at_least=True))
                     return {"type": "http.disconnect"}  # the app stops reading
                 finished = not message.get("more_body", False)
             return message
@@ -154,12 +154,3 @@ class BodyLimit:
 def _too_big(size: int, limit: int, at_least: bool = False) -> str:
     return (f"request body of {'at least ' if at_least else ''}{size} bytes is over the cap of {limit} bytes "
             f"({limit / 2**20:g} MiB, MODEL_ZOO_MAX_BODY_MB)")
-
-
-async def _send_json(send: Any, status: int, message: str) -> None:
-    """A refusal sent before the body was read: ``connection: close`` so the body is not drained."""
-    body = error_bytes(message)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
