@@ -192,8 +192,8 @@ step "kube play deploy/k8s/overlays/cpu"
 KUBE_PORT=$(free_port)
 kubectl kustomize deploy/k8s/overlays/cpu 2>>"$LOG" \
     | "$PY" -m deploy.kube_play render --image "$IMAGE" --port "$KUBE_PORT" --out "$WORK/kube-play.yaml"
-TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
-KUBE_SECRET=$("$PY" -m deploy.kube_play secret --manifest "$WORK/kube-play.yaml" --token "$TOKEN" --out "$WORK/secret.json")
+TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(24))')
+KUBE_SECRET=$("$PY" -m deploy.kube_play secret --manifest "$WORK/kube-play.yaml" --token="$TOKEN" --out "$WORK/secret.json")
 podman secret create "$KUBE_SECRET" "$WORK/secret.json" >>"$LOG" 2>&1
 rm -f "$WORK/secret.json"
 KUBE_YAML=$WORK/kube-play.yaml
@@ -212,7 +212,7 @@ ADAPTER_VALUES=deploy/k8s/overlays/inflight-hpa/prometheus-adapter-values.yaml
 METRIC=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["rules"]["custom"][0]["name"]["matches"].strip("^$"))' "$ADAPTER_VALUES")
 "$PY" -m deploy.check_container compare --container "http://127.0.0.1:$KUBE_PORT" \
     --reference "http://127.0.0.1:$REF_PORT" --data-dir "$DATA_DIR" --count 256 \
-    --token "$TOKEN" --metric "$METRIC" 2>&1 | tee -a "$LOG"
+    --token="$TOKEN" --metric "$METRIC" 2>&1 | tee -a "$LOG"
 
 step "kube pod: memory"
 # The cgroup's own high-water mark (v1: max_usage_in_bytes, v2: memory.peak), read inside the pod.
