@@ -44,11 +44,15 @@ def kubectl() -> str:
     return path
 
 
-def build(overlay: str) -> list[dict]:
+def kustomize(overlay: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay} failed: {proc.stderr.strip()}"
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return proc
+
+
+def build(overlay: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(kustomize(overlay).stdout) if d]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,14 @@ def built() -> dict[str, list[dict]]:
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
     return {d["kind"]: d for d in docs}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_prints_no_warning(overlay):
+    """No deprecated kustomization field (``bases``, ``patchesStrategicMerge``: kubectl warns on every build;
+    ``resources`` and ``patches`` replace them), nor anything else worth a line on stderr."""
+    stderr = kustomize(overlay).stderr.strip()
+    assert stderr == "", f"kubectl kustomize overlays/{overlay} warns:\n{stderr}"
 
 
 def kserve_pod() -> dict:
