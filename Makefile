@@ -1,8 +1,18 @@
-# Every target creates .venv and installs the project into it when needed.
+# Every target creates .venv and installs into it what it needs: `make serve` and `make models` only
+# what serving and training need (SERVE_STAMP), the others the development tools too (STAMP).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
+STAMP  := $(VENV)/.installed-dev
+# ONNX Runtime for this host: the [gpu] extra (onnxruntime-gpu) where an NVIDIA driver answers, else [cpu].
+ORT    ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
+OTHER_ORT := $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu)
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs torch and torchvision from that index first
+# (PyTorch's CPU-only wheels, no CUDA libraries); unset, the configured package index decides (README).
+TORCH_INDEX ?=
+# The recipes run the venv's tools (zoo, bentoml, kubectl) before any others on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 # checkov pins ~40 packages (packaging<24 among them, which would hold pytest back): its own venv.
 SCAN_VENV  := .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
@@ -10,7 +20,7 @@ PORT   ?= 3000
 
 # Datasets: every command applies zoo/datadir.py's rule ($DATA_DIR, else ../shared/data, else ./data).
 
-.PHONY: help install kubectl chromium wrk test-tools serve test models bench container-test clean
+.PHONY: help install chromium wrk test-tools serve test models bench container-test clean
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (PORT=N for another; trains quick models if missing)"
@@ -19,13 +29,21 @@ help:
 	@echo "make bench           run the benchmarks and write docs/benchmarks.md"
 	@echo "make container-test  build the OCI image, run it and check its answers"
 	@echo "make clean           remove the venv, build outputs and caches"
+	@echo "variables            PORT=3000, ORT=cpu|gpu (default: gpu where nvidia-smi answers), TORCH_INDEX=URL (README)"
 
 install: $(STAMP) $(SCAN_STAMP) test-tools
 
-$(STAMP): pyproject.toml
+# The two ONNX Runtime wheels share one import package: the other one goes first, both together.
+$(SERVE_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install -q torch torchvision --index-url $(TORCH_INDEX))
+	@! $(BIN)/python -m pip show -q $(OTHER_ORT) 2>/dev/null || $(BIN)/python -m pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(BIN)/python -m pip install -q -e '.[$(ORT)]'
+	@touch $@
+
+$(STAMP): $(SERVE_STAMP)
+	$(BIN)/python -m pip install -q -e '.[$(ORT),dev]'
 	@touch $@
 
 $(SCAN_STAMP): deploy/k8s/requirements-scan.txt
@@ -38,21 +56,18 @@ debs = @missing=$$(for t in $(1); do command -v $$(echo $$t | cut -d: -f1) >/dev
 	[ -z "$$missing" ] || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }
 
-# `kubectl kustomize` builds deploy/k8s (Debian's kubernetes-client when the host has no kubectl);
 # tests/test_ui.py drives the browser demo in headless Chromium with its chromedriver; the benchmarks'
-# load generator is wrk (benchmarks/tests/test_commands.py runs it).
-kubectl:
-	$(call debs,kubectl:kubernetes-client)
+# load generator is wrk (benchmarks/tests/test_commands.py runs it). kubectl comes with [dev] (.venv/bin).
 chromium:
 	$(call debs,chromium:chromium chromedriver:chromium-driver)
 wrk:
 	$(call debs,wrk:wrk)
 test-tools:
-	$(call debs,kubectl:kubernetes-client chromium:chromium chromedriver:chromium-driver wrk:wrk)
+	$(call debs,chromium:chromium chromedriver:chromium-driver wrk:wrk)
 
 # service.serve: a busy PORT is one line (checked before training too); "ready" and the examples come
 # after /readyz answers; Ctrl-C stops it.
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	@$(BIN)/python -m service.serve --port $(PORT) --check-port
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.serve --port $(PORT)
@@ -60,13 +75,13 @@ serve: $(STAMP)
 test: $(STAMP) $(SCAN_STAMP) test-tools
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest
 
-models: $(STAMP)
+models: $(SERVE_STAMP)
 	$(BIN)/python -m export.bootstrap --full
 
 bench: $(STAMP) wrk
 	$(BIN)/python -m benchmarks.run
 
-container-test: $(STAMP) kubectl
+container-test: $(STAMP)
 	bash scripts/container_test.sh
 
 clean:

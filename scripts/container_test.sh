@@ -109,7 +109,7 @@ step "check prerequisites"
 [ -f "$ROOT/bentofile.yaml" ] || { echo "container-test: bentofile.yaml missing in $ROOT" >&2; exit 1; }
 [ -d "$DATA_DIR/MNIST/raw" ] || { echo "container-test: MNIST not found in $DATA_DIR/MNIST/raw (set DATA_DIR)" >&2; exit 1; }
 [ -r "$CA_BUNDLE" ] || { echo "container-test: $CA_BUNDLE missing (install ca-certificates)" >&2; exit 1; }
-command -v kubectl >/dev/null || { echo "container-test: kubectl not found (make container-test installs kubernetes-client)" >&2; exit 1; }
+command -v kubectl >/dev/null || { echo "container-test: kubectl not found (make container-test runs with .venv/bin first on PATH, where the [dev] extra installs it on Linux)" >&2; exit 1; }
 
 step "install container tools"
 zoo_ensure_tools >>"$LOG" 2>&1

