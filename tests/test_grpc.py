@@ -229,3 +229,46 @@ def test_unknown_version_oversized_message_metadata_flood_and_deadline(grpc_zoo)
     # the server serves on, over both protocols
     assert client.infer("mnist-mlp", [fp32_input(x)], headers=AUTH).as_numpy("logits").shape == (1, 10)
     assert grpc_zoo.rest("GET", "/readyz").status_code == 200
+
+
+def test_python_client_and_zoo_cli_over_grpc(grpc_zoo, tmp_path, capsys):
+    import asyncio
+
+    from clients.cli import main
+    from clients.grpc_client import GrpcZooClient
+
+    zoo = grpc_zoo.zoo
+
+    async def calls():
+        async with GrpcZooClient(grpc_zoo.target, token=TOKEN) as client:
+            report = await client.health()
+            meta = await client.model_metadata("mnist-mlp")
+            logits = (await client.infer("mnist-mlp", {"input": zoo.x_test[:8].numpy()}))["logits"]
+            labels = await client.classify("mnist-mlp", [data for _, data in zoo.digits[:8]])
+        return report, meta, logits, labels
+
+    report, meta, logits, labels = asyncio.run(calls())
+    assert report["live"] and report["ready"] and report["models"]["mnist-mlp"]["ready"]
+    assert meta["inputs"] == grpc_zoo.rest("GET", "/v2/models/mnist-mlp").json()["inputs"]
+    rest = post_images(grpc_zoo.url, zoo.digits[:8], headers=AUTH).json()
+    assert [r["index"] for r in labels] == [r["index"] for r in rest] == logits.argmax(1).tolist()
+    assert [r["top_k"][1]["label"] for r in labels] == [r["top_k"][1]["label"] for r in rest]
+
+    assert main(["health", "--protocol", "grpc", "--grpc-url", grpc_zoo.target, "--token", TOKEN]) == 0
+    out = capsys.readouterr().out
+    assert "grpc://" in out and "mnist-mlp: ready" in out and "input[-1, 784] FP32" in out
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for name, data in zoo.digits[:5]:
+        (folder / name).write_bytes(data)
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main(["classify", str(folder), "--model", "mnist-mlp", "--protocol", "grpc", "--grpc-url", grpc_zoo.target,
+                 "--token", TOKEN, "--no-progress"]) != 0  # one rejected file: a partial run
+    captured = capsys.readouterr()
+    want = {name: str(r["label"]) for (name, _), r in zip(zoo.digits[:5], rest)}
+    got = {line.split("\t")[0].rsplit("/", 1)[-1]: line.split("\t")[1] for line in captured.out.splitlines()}
+    assert got == want
+    assert "rejected" in captured.err and "broken.png" in captured.err and "gRPC INVALID_ARGUMENT" in captured.err
+    # a wrong token ends the run with one line naming the status
+    assert main(["health", "--protocol", "grpc", "--grpc-url", grpc_zoo.target, "--token", "wrong"]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
