@@ -272,3 +272,22 @@ def test_python_client_and_zoo_cli_over_grpc(grpc_zoo, tmp_path, capsys):
     # a wrong token ends the run with one line naming the status
     assert main(["health", "--protocol", "grpc", "--grpc-url", grpc_zoo.target, "--token", "wrong"]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+def test_every_worker_serves_the_port_and_stops_it_on_sigterm(zoo_server, tmp_path):
+    """Two workers bind the same port (SO_REUSEPORT); fresh connections are answered; SIGTERM stops both."""
+    port = free_port()
+    env = {"MODEL_ZOO_GRPC_PORT": str(port), "MODEL_ZOO_GRPC_HOST": "127.0.0.1", "MODEL_ZOO_WORKERS": "2",
+           "MODEL_ZOO_MODELS": "mnist-mlp"}
+    x = zoo_server.x_test[:2].numpy()
+    with serve(sibling_home(zoo_server, tmp_path), tmp_path / "server.log", env) as server:
+        for _ in range(12):  # a new connection each time: the kernel picks a worker per connection
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+            assert client.is_server_ready()
+            assert client.infer("mnist-mlp", [fp32_input(x)]).as_numpy("logits").argmax(1).tolist() == \
+                eager_probs(zoo_server.mlp, zoo_server.x_test[:2]).argmax(1).tolist()
+            client.close()
+        log = server.log.read_text()
+        assert all(f"GRPCInferenceService on 127.0.0.1:{port} (worker {w})" in log for w in (1, 2)), log[-3000:]
+    log = server.log.read_text()
+    assert all(f"gRPC server on 127.0.0.1:{port} stopped (worker {w})" in log for w in (1, 2)), log[-3000:]
