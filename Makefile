@@ -20,7 +20,7 @@ PORT   ?= 3000
 
 # Datasets: every command applies zoo/datadir.py's rule ($DATA_DIR, else ../shared/data, else ./data).
 
-.PHONY: help install chromium wrk test-tools serve test models bench container-test clean
+.PHONY: help install chromium wrk test-tools serve test models bench container-test clean protos
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (PORT=N for another; trains quick models if missing)"
@@ -83,6 +83,10 @@ bench: $(STAMP) wrk
 
 container-test: $(STAMP)
 	bash scripts/container_test.sh
+
+# the gRPC stubs beside service/grpc/protos/grpc_service.proto (committed; rerun after editing the proto)
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. service/grpc/protos/grpc_service.proto
 
 clean:
 	rm -rf $(VENV) $(SCAN_VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache

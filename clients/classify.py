@@ -23,6 +23,7 @@ import httpx
 from tqdm import tqdm
 
 from clients.client import AsyncZooClient, model_path
+from clients.grpc_client import GrpcZooClient, add_protocol
 from clients.discover import Found, find_images, path_key
 from clients.media import to_upload
 from clients.records import ResultStore, confusion_matrix, format_confusion, make_record
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="results file, .csv or .jsonl; re-running skips paths already in it")
     p.add_argument("--follow-symlinks", action="store_true", help="follow symlinks that leave the given folders")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_protocol(p)
 
 
 @dataclass
@@ -170,7 +172,11 @@ async def _main(args: argparse.Namespace) -> int:
 
     tally, start = Tally(), time.perf_counter()
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with AsyncZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token, limits=limits) as zoo:
+    if getattr(args, "protocol", "http") == "grpc":  # the same calls over the gRPC port
+        client: Any = GrpcZooClient(args.grpc_url, timeout=args.timeout, token=args.token)
+    else:
+        client = AsyncZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token, limits=limits)
+    async with client as zoo:
         try:
             await _run_batches(args, zoo, todo, store, tally)
         finally:

@@ -8,18 +8,23 @@ non-zero status and one readable line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 
 from clients import bench, classify, forecast
 from clients.client import ZooClient
+from clients.grpc_client import GrpcZooClient, add_protocol
 from clients.transport import DEFAULT_URL, TOKEN_ENV, URL_ENV, Unreachable, ZooError, default_token, default_url
 
 
 def _health(args: argparse.Namespace) -> int:
     """Readiness and the models served; exit 0 only when the server is ready."""
-    with ZooClient(args.url, timeout=args.timeout, retries=0, token=args.token) as zoo:
-        report = zoo.health()
+    if args.protocol == "grpc":
+        report = asyncio.run(_grpc_health(args))
+    else:
+        with ZooClient(args.url, timeout=args.timeout, retries=0, token=args.token) as zoo:
+            report = zoo.health()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -36,6 +41,11 @@ def _health(args: argparse.Namespace) -> int:
             print(f"  {name}: {'ready' if info['ready'] else 'NOT ready'}; version {versions}; "
                   f"platform {meta.get('platform', '-')}; inputs {tensors('inputs')}; outputs {tensors('outputs')}")
     return 0 if report["ready"] else 1
+
+
+async def _grpc_health(args: argparse.Namespace) -> dict:
+    async with GrpcZooClient(args.grpc_url, timeout=args.timeout, token=args.token) as zoo:
+        return await zoo.health()
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -103,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_unload)
     p = sub.add_parser("health", help="readiness and the models served")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_protocol(p)
     _add_common(p)
     p.set_defaults(func=_health)
     return parser

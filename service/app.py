@@ -21,6 +21,7 @@ from service import startup
 from service.adapters import bind_api_methods
 from service.config import settings
 from service.control.manager import ModelManager
+from service.grpc import grpc_server
 from service.http import balance, routes
 from service.http.aliases import family_routes
 from service.http.auth import BearerAuth
@@ -38,6 +39,7 @@ STATE = startup.prepare_process(settings())  # preflight and the workers' shared
 class _ModelZoo:
     def __init__(self) -> None:
         self.models = ModelManager(settings(), STATE, bentoml.server_context.worker_index or 1)
+        self.grpc = grpc_server(self.models, settings())  # None unless MODEL_ZOO_GRPC_PORT (service/grpc/)
         bind_api_methods(self, ModelZoo.apis)  # the bentoml.Service built from this class: every @bentoml.api
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
         logger.info("model zoo worker %d: settings %s", self.models.worker, settings())
@@ -45,13 +47,17 @@ class _ModelZoo:
     @bentoml.on_startup
     async def _start_loading(self) -> None:
         self.models.start()  # background: /livez answers now, /readyz once every worker is warm
+        if self.grpc is not None:
+            await self.grpc.start()
 
     @bentoml.on_shutdown
     async def _stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.models.stop()
 
     async def __is_ready__(self) -> bool:
-        return self.models.is_ready()
+        return self.models.is_ready() and (self.grpc is None or self.grpc.started)
 
 
 # Per-model REST, the Open Inference Protocol, Triton's repository extension (routes BentoML's API

@@ -21,6 +21,8 @@
 | ``MODEL_ZOO_MODEL_CONTROL`` | ``1`` | ``0``: ``/v2/repository/models/{name}/load`` and ``/unload`` answer 403 (Triton's ``--model-control-mode=none``) |
 | ``MODEL_ZOO_ALLOWED_HOSTS`` | ``localhost,*.localhost``; ``*`` with a token | ``Host`` names answered (``*.example.com``, ``*``); IP addresses always are (service/http/origin.py) |
 | ``MODEL_ZOO_ALLOWED_ORIGINS`` | none | ``https://app.example.com,...``: web origins besides the server's own that may POST |
+| ``MODEL_ZOO_GRPC_PORT`` | ``0`` (off) | port of the gRPC ``inference.GRPCInferenceService`` in every worker (service/grpc/; 8001 is Triton's) |
+| ``MODEL_ZOO_GRPC_HOST`` | ``0.0.0.0`` | address the gRPC server binds (``bentoml serve``'s own default host) |
 
 Model control stays on by default: ``make serve``, the demo's instructions and the repository tests use it,
 and service/http/origin.py closes it to web pages (a foreign ``Origin``, a non-JSON body or an unlisted
@@ -129,6 +131,8 @@ class Settings:
     model_control: bool = True
     allowed_hosts: tuple[str, ...] = ("localhost", "*.localhost")
     allowed_origins: tuple[str, ...] = ()
+    grpc_port: int = 0  # 0: no gRPC server
+    grpc_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -156,6 +160,8 @@ class Settings:
             allowed_hosts=_names("MODEL_ZOO_ALLOWED_HOSTS", "*" if os.environ.get("MODEL_ZOO_API_TOKEN", "").strip()
                                  else "localhost,*.localhost"),
             allowed_origins=_names("MODEL_ZOO_ALLOWED_ORIGINS", ""),
+            grpc_port=_int("MODEL_ZOO_GRPC_PORT", 0, 0, 65535),
+            grpc_host=os.environ.get("MODEL_ZOO_GRPC_HOST", "").strip() or "0.0.0.0",
         )
 
 

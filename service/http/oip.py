@@ -59,7 +59,7 @@ def _models() -> Any:
     return service.models
 
 
-def _model_control() -> None:
+def model_control() -> None:
     """Load and unload answer only while model control is on (service/config.py says why it is by default)."""
     if not settings().model_control:
         raise Forbidden("model control is off (MODEL_ZOO_MODEL_CONTROL=0): the served models are fixed at start-up "
@@ -122,8 +122,10 @@ async def model_ready(request: Request) -> Response:
     return JSONResponse({"name": name, "ready": True})
 
 
-def _output_tensors(model: ServedModel, req: InferRequest,
-                    results: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], Any, bool]]:
+def output_tensors(model: ServedModel, req: InferRequest,
+                   results: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], Any, bool]]:
+    """The requested outputs (all when none is named), as (metadata, values, binary?); an output with
+    ``classification: K`` becomes BYTES ``"score:index:label"`` strings. gRPC answers with these too."""
     binary_default = bool(req.parameters.get("binary_data_output", False))
     wanted = req.outputs or [{"name": n} for n in results]
     out = []
@@ -159,7 +161,7 @@ async def infer(request: Request) -> Response:
                 header["id"] = req.id
 
             def encode() -> tuple[bytes, dict[str, str]]:
-                return encode_response(header, _output_tensors(model, req, results))
+                return encode_response(header, output_tensors(model, req, results))
 
             large = sum(v.size for v in results.values()) > limits.OFF_LOOP_VALUES
             body, headers = await asyncio.to_thread(encode) if large else encode()  # the loop keeps answering
@@ -203,7 +205,7 @@ async def repository_load(request: Request) -> Response:
     up on every worker, then answer 200."""
     name = request.path_params["name"]
     try:
-        _model_control()
+        model_control()
         params = (await _json_object(request)).get("parameters") or {}
         if not isinstance(params, dict):
             raise BadRequest("'parameters' must be a JSON object")
@@ -214,7 +216,7 @@ async def repository_load(request: Request) -> Response:
         version = params.get("version")
         if version is not None and not isinstance(version, str):
             raise BadRequest(f"'version' must be a string, got {version!r}")
-        tag = await process_drain().until(_models().repository.load(name, version), _changed("load", name))  # SIGTERM: 503 at once
+        tag = await process_drain().until(_models().repository.load(name, version), changed("load", name))  # SIGTERM: 503 at once
         return JSONResponse({"name": name, "version": tag.split(":", 1)[1], "state": "READY"})
     except ServiceError as exc:
         return error_response(exc)
@@ -222,7 +224,7 @@ async def repository_load(request: Request) -> Response:
         return Response(status_code=400)
 
 
-def _changed(what: str, name: str) -> str:
+def changed(what: str, name: str) -> str:
     return (f"the {what} of model {name!r} was requested but not confirmed on every worker; "
             "POST /v2/repository/index on a running server shows its state")
 
@@ -231,9 +233,9 @@ async def repository_unload(request: Request) -> Response:
     """Triton: stop serving ``name`` on every worker once its in-flight requests are answered."""
     name = request.path_params["name"]
     try:
-        _model_control()
+        model_control()
         await _json_object(request)  # Triton's unload_dependents parameter: nothing depends on a model here
-        await process_drain().until(_models().repository.unload(name), _changed("unload", name))
+        await process_drain().until(_models().repository.unload(name), changed("unload", name))
         return JSONResponse({"name": name, "state": "UNAVAILABLE"})
     except ServiceError as exc:
         return error_response(exc)

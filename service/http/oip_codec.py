@@ -126,6 +126,34 @@ def _json_values(tensor: dict[str, Any], name: str, datatype: str, count: int) -
         raise BadRequest(f"input {name!r}: data does not fit {datatype}: {exc}") from None
 
 
+def check_datatype(datatype: Any, name: str) -> str:
+    """A tensor's datatype as sent, if it is one of the protocol's; else a 400 listing them."""
+    if not isinstance(datatype, str) or (datatype not in DTYPES and datatype != "BYTES"):
+        raise BadRequest(f"input {name!r}: unknown datatype {_short(datatype)}; one of {', '.join([*DTYPES, 'BYTES'])}")
+    return datatype
+
+
+def check_shape(raw: Any, name: str) -> list[int]:
+    """A tensor's shape as sent: non-negative integers, at most ``MAX_DIMS`` of them, each at most ``MAX_DIM``."""
+    return _shape(raw, name)
+
+
+def raw_values(raw: bytes, name: str, datatype: str, shape: list[int], size_is: str = "got") -> Any:
+    """One tensor's raw little-endian bytes (the binary extension's, gRPC's ``raw_input_contents``) ->
+    a flat array, or the list of elements of a BYTES tensor (each prefixed by its 4-byte length).
+    ``size_is`` names the byte count in the error (REST: "binary_data_size is")."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        value = _bytes_elements(raw, name)
+        if len(value) != count:
+            raise BadRequest(f"input {name!r}: shape {shape} needs {count} BYTES elements, got {len(value)}")
+        return value
+    if len(raw) != count * DTYPES[datatype].itemsize:
+        raise BadRequest(f"input {name!r}: shape {shape} of {datatype} needs "
+                         f"{count * DTYPES[datatype].itemsize} bytes, {size_is} {len(raw)}")
+    return np.frombuffer(raw, dtype=DTYPES[datatype])
+
+
 def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     """Raw request body (+ the Inference-Header-Content-Length header) -> tensors by name."""
     if header_length is not None:
@@ -152,10 +180,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise BadRequest(f"inputs[{i}] must be an object with a 'name'")
         name = t["name"]
-        datatype = t.get("datatype")
-        if not isinstance(datatype, str) or (datatype not in DTYPES and datatype != "BYTES"):
-            raise BadRequest(f"input {name!r}: unknown datatype {_short(datatype)}; "
-                             f"one of {', '.join([*DTYPES, 'BYTES'])}")
+        datatype = check_datatype(t.get("datatype"), name)
         shape = _shape(t.get("shape"), name)
         count = math.prod(shape)
         params = t.get("parameters") or {}
@@ -163,16 +188,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         if size is not None:
             if not isinstance(size, int) or size < 0 or pos + size > len(blob):
                 raise BadRequest(f"input {name!r}: binary_data_size {size!r} runs past the {len(blob)} bytes of tensor data")
-            raw, pos = blob[pos:pos + size], pos + size
-            if datatype == "BYTES":
-                value: Any = _bytes_elements(raw, name)
-                if len(value) != count:
-                    raise BadRequest(f"input {name!r}: shape {shape} needs {count} BYTES elements, got {len(value)}")
-            else:
-                if size != count * DTYPES[datatype].itemsize:
-                    raise BadRequest(f"input {name!r}: shape {shape} of {datatype} needs "
-                                     f"{count * DTYPES[datatype].itemsize} bytes, binary_data_size is {size}")
-                value = np.frombuffer(raw, dtype=DTYPES[datatype])
+            value: Any = raw_values(blob[pos:pos + size], name, datatype, shape, "binary_data_size is")
+            pos += size
         else:
             value = _json_values(t, name, datatype, count)
         if datatype != "BYTES":
@@ -198,16 +215,21 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(inputs, outputs, parameters, header.get("id") if isinstance(header.get("id"), str) else None)
 
 
+def raw_bytes(datatype: str, values: Any) -> bytes:
+    """One output tensor as raw little-endian bytes (binary extension, gRPC ``raw_output_contents``);
+    BYTES elements each prefixed by a 4-byte little-endian length."""
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in values)
+    return np.ascontiguousarray(values, dtype=DTYPES[datatype]).tobytes()
+
+
 def encode_response(header: dict[str, Any], tensors: list[tuple[dict[str, Any], Any, bool]]) -> tuple[bytes, dict[str, str]]:
     """``tensors``: (output metadata {"name","datatype","shape"}, values, binary?) -> (body, headers)."""
     outputs, blobs = [], []
     for meta, values, binary in tensors:
         meta = dict(meta)
         if binary:
-            if meta["datatype"] == "BYTES":
-                blob = b"".join(struct.pack("<I", len(b)) + b for b in values)
-            else:
-                blob = np.ascontiguousarray(values, dtype=DTYPES[meta["datatype"]]).tobytes()
+            blob = raw_bytes(meta["datatype"], values)
             meta["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif meta["datatype"] == "BYTES":

@@ -1,0 +1,228 @@
+"""The gRPC server of one worker: ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health``.
+
+BentoML 1.4's new-style services cannot serve gRPC, so every worker runs a ``grpc.aio`` server on its
+own event loop beside uvicorn, bound to ``MODEL_ZOO_GRPC_PORT`` with ``SO_REUSEPORT`` (the kernel
+spreads connections over the workers, as the arbiter's shared socket does for HTTP). It serves the
+worker's ``ModelManager``: the same served models, batchers, caps and repository as the Open Inference
+Protocol over REST (service/http/oip.py), through the same served-model interface::
+
+    request = infer_request(message)                         # service/grpc/codec.py: REST's checks
+    results = await model.predict_tensors(await model.decode_tensors(request))
+    answer  = infer_response(..., output_tensors(model, request, results))   # raw_output_contents
+
+Errors: a ``ServiceError`` becomes the status its HTTP status stands for (``STATUS``), with its message;
+a client's mistake is never INTERNAL or UNKNOWN. Messages over ``MODEL_ZOO_MAX_BODY_MB`` are refused by
+grpc itself (RESOURCE_EXHAUSTED), and so is request metadata over ``MAX_METADATA_BYTES``. A request
+whose deadline has passed is not computed (DEADLINE_EXCEEDED); one whose deadline passes while it
+waits is cancelled by grpc. With ``MODEL_ZOO_API_TOKEN`` set, every call but ServerLive, ServerReady
+and the health service needs ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED without it),
+as REST leaves only its health routes open (service/http/auth.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any, Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from service.config import Settings
+from service.control.manager import ModelManager
+from service.errors import BadRequest, InvalidModelName, NotInStore, ServiceError
+from service.grpc import codec
+from service.grpc.protos import grpc_service_pb2 as pb
+from service.grpc.protos import grpc_service_pb2_grpc as pb_grpc
+from service.http import oip
+from service.http.auth import presented_token, token_from_env
+from service.http.drain import process_drain
+
+logger = logging.getLogger("model_zoo.grpc")
+
+SERVICE = "inference.GRPCInferenceService"
+OPEN_METHODS = frozenset({f"/{SERVICE}/ServerLive", f"/{SERVICE}/ServerReady",
+                          "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 403: grpc.StatusCode.PERMISSION_DENIED,
+          404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+          409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE,
+          504: grpc.StatusCode.DEADLINE_EXCEEDED, 507: grpc.StatusCode.RESOURCE_EXHAUSTED}
+MAX_METADATA_BYTES = 16 * 1024  # request metadata (headers) per call; grpc refuses more
+GRACE_S = 10.0  # on shutdown, calls in flight get this long to finish
+HEALTH_POLL_S = 1.0  # how often the health service's status follows readiness (for Watch)
+
+
+def status_of(exc: ServiceError) -> grpc.StatusCode:
+    """The gRPC status for an error of the service: from its class's HTTP status."""
+    return STATUS.get(exc.status, grpc.StatusCode.INTERNAL)
+
+
+def answers(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A servicer method whose ``ServiceError`` ends the call with its status and message."""
+    async def call(self: "InferenceServicer", request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except ServiceError as exc:
+            await context.abort(status_of(exc), exc.message)
+
+    call.__name__ = method.__name__
+    return call
+
+
+async def _in_time(context: grpc.aio.ServicerContext) -> None:
+    """DEADLINE_EXCEEDED, computing nothing, once the client's deadline has passed."""
+    left = context.time_remaining()
+    if left is not None and left <= 0:
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before it was computed")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """KServe v2 / Triton over gRPC, answered by this worker's models (as service/http/oip.py over REST)."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.models.is_ready())
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        import bentoml
+
+        return pb.ServerMetadataResponse(name="model_zoo", version=bentoml.__version__, extensions=oip.EXTENSIONS)
+
+    @answers
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            await self.models.get(request.name, request.version or None)
+        except (NotInStore, InvalidModelName):  # no such model (or version): an error, as over REST
+            raise
+        except ServiceError:  # loading, failed or not loaded: it exists and is not ready
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @answers
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        model = await self.models.get(request.name, request.version or None)
+        return codec.model_metadata(oip.metadata(request.name, model))
+
+    @answers
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _in_time(context)
+        name = request.model_name
+        async with self.models.use(name, request.model_version or None) as model:
+            req = codec.infer_request(request)
+            feeds = await model.decode_tensors(req)
+            await _in_time(context)  # decoding a large request takes a while
+            results = await model.predict_tensors(feeds)
+            return codec.infer_response(name, model.version, req.id, oip.output_tensors(model, req, results))
+
+    @answers
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        rows = await asyncio.to_thread(self.models.repository.index, request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+    @answers
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        oip.model_control()
+        name = request.model_name
+        params = codec.parameters(request.parameters)
+        unsupported = sorted(k for k in params if k != "version")
+        if unsupported:
+            raise BadRequest(f"unsupported load parameter(s) {unsupported}: models come from the model store "
+                                 "as exported (python -m export); only 'version' may be given")
+        version = params.get("version")
+        if version is not None and not isinstance(version, str):
+            raise BadRequest(f"'version' must be a string parameter, got {version!r}")
+        await process_drain().until(self.models.repository.load(name, version), oip.changed("load", name))
+        return pb.RepositoryModelLoadResponse()
+
+    @answers
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        oip.model_control()
+        name = request.model_name
+        await process_drain().until(self.models.repository.unload(name), oip.changed("unload", name))
+        return pb.RepositoryModelUnloadResponse()
+
+
+class TokenCheck(grpc.aio.ServerInterceptor):
+    """``authorization: Bearer <token>`` on every call but the health ones, when a token is set."""
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "unauthorized: send metadata 'authorization: Bearer <token>' (MODEL_ZOO_API_TOKEN)")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        if details.method in OPEN_METHODS:
+            return await continuation(details)
+        headers = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in details.invocation_metadata or ()]
+        given = presented_token(headers)
+        if given is not None and hmac.compare_digest(given, self.token):
+            return await continuation(details)
+        return self._deny
+
+
+class GrpcServer:
+    """This worker's gRPC server: started with the worker, stopped on SIGTERM's drain or shutdown."""
+
+    def __init__(self, models: ModelManager, settings: Settings) -> None:
+        self.models = models
+        self.settings = settings
+        self.address = f"{settings.grpc_host}:{settings.grpc_port}"
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.started = False
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        token = token_from_env()
+        self.server = grpc.aio.server(
+            interceptors=[TokenCheck(token)] if token else [],
+            options=[("grpc.so_reuseport", 1),  # every worker binds the same port
+                     ("grpc.max_receive_message_length", self.settings.max_body_bytes),  # REST's body cap
+                     ("grpc.max_send_message_length", -1),  # answers are bounded by the request caps
+                     ("grpc.max_metadata_size", MAX_METADATA_BYTES)])
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.models), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_insecure_port(self.address)  # RuntimeError naming the address when it cannot bind
+        await self.server.start()
+        self.started = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow_readiness()), loop.create_task(self._stop_on_drain())]
+        logger.info("gRPC inference.GRPCInferenceService on %s (worker %d)", self.address, self.models.worker)
+
+    async def _follow_readiness(self) -> None:
+        """The health service says SERVING exactly when readiness (/readyz) would."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            status = serving if self.models.is_ready() else not_serving
+            for name in ("", SERVICE):
+                await self.health.set(name, status)
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    async def _stop_on_drain(self) -> None:
+        """SIGTERM: stop taking calls when uvicorn begins its graceful shutdown; calls in flight finish."""
+        try:
+            await process_drain().until(asyncio.Event().wait(), "")
+        except ServiceError:  # ShuttingDown: the drain has begun
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self.server is None:
+            return
+        server, self.server, self.started = self.server, None, False
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await self.health.enter_graceful_shutdown()
+        await server.stop(GRACE_S)
+        logger.info("gRPC server on %s stopped (worker %d)", self.address, self.models.worker)
