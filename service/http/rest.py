@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
+from service.core import deadlines
 from service.core.interface import ServedModel
 from service.errors import BadRequest, NotFound, ServiceError
 from service.http.responses import error_response, json_response
@@ -75,15 +76,18 @@ def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
 async def answer(models: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
                  alias: bool = False) -> Response:
     """One REST inference: ``payload`` as parsed by BentoML (the family routes), or the body of
-    ``request``, read only once the model is known."""
+    ``request``, read only once the model is known. A ``Request-Timeout`` header is the deadline."""
     try:
+        deadline = deadlines.from_header(request.headers.get(deadlines.HEADER)) if request is not None else None
         async with models.use(name, alias=alias) as model:
             if model.verb != verb:
                 raise _wrong_verb(name, model, verb)
             if payload is None:
                 payload = await READERS[model.payload](request)
             item = await model.decode(payload)
-            return json_response(model.encode(item, await model.predict(item)))
+            with deadlines.client_wait(deadline, request.is_disconnected if request is not None else None):
+                output = await model.predict(item)
+            return json_response(model.encode(item, output))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
