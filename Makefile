@@ -20,13 +20,14 @@ PORT   ?= 3000
 
 # Datasets: every command applies zoo/datadir.py's rule ($DATA_DIR, else ../shared/data, else ./data).
 
-.PHONY: help install chromium wrk test-tools serve test models bench container-test clean protos
+.PHONY: help install chromium wrk test-tools serve test models bench bench-goodput container-test clean protos
 
 help:
 	@echo "make serve           serve all available models on localhost:$(PORT) (PORT=N for another; trains quick models if missing)"
 	@echo "make test            run the whole test suite"
 	@echo "make models          train (full recipes), export and register every family whose data is present"
 	@echo "make bench           run the benchmarks and write docs/benchmarks.md"
+	@echo "make bench-goodput   goodput at twice capacity with clients giving up after 100 ms (docs/bench/goodput.json)"
 	@echo "make container-test  build the OCI image, run it and check its answers"
 	@echo "make clean           remove the venv, build outputs and caches"
 	@echo "variables            PORT=3000, ORT=cpu|gpu (default: gpu where nvidia-smi answers), TORCH_INDEX=URL (README)"
@@ -80,6 +81,9 @@ models: $(SERVE_STAMP)
 
 bench: $(STAMP) wrk
 	$(BIN)/python -m benchmarks.run
+
+bench-goodput: $(STAMP)
+	$(BIN)/python -m benchmarks.goodput --out docs/bench/goodput.json
 
 container-test: $(STAMP)
 	bash scripts/container_test.sh

@@ -4,13 +4,6 @@
   ``@bentoml.api(batchable=True)`` uses inside. A batchable API decodes every request before our code
   sees it (one bad file fails the whole batch, PIL errors become 500s), so service/core/batching.py batches
   decoded arrays with the dispatcher itself; the budget is raised once a model's speed is known.
-- ``input_as_parsed``: an input spec's ``from_http_request`` (service/http/uploads.py, service/app.py)
-  parses the request itself and hands the endpoint what it parsed, or the ``ServiceError`` to answer
-  with, unvalidated: BentoML passes the returned model's attributes to the endpoint as they are, and
-  renders an exception raised there as a 500 (or, for its own 4xx, as a JSON list).
-- ``bind_api_methods``: BentoML looks an endpoint up on the service instance for every request and
-  ``APIMethod.__get__`` rebuilds the call wrapper (with ``inspect.signature``) each time; an instance
-  attribute holding the same wrapper wins over that non-data descriptor.
 - ``install_route_labels``: BentoML's traffic metrics middleware is the outermost middleware of the
   service's app, so it runs before any auth or routing and labels every request with its raw path: each
   unknown or parameterised path became a new series in every metric file of every worker, without bound.
@@ -31,15 +24,11 @@ fail, naming the internal (``INTERNALS``), when BentoML or uvicorn changes one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 INTERNALS = {
     "dispatcher": "bentoml._internal.marshal.dispatcher.CorkDispatcher(max_latency_in_ms, max_batch_size, "
                   "fallback, get_batch_size, batch_dim) and its max_latency attribute",
-    "input": "_bentoml_impl.server.app.ServiceAppFactory.api_endpoint: the endpoint's arguments are "
-             "getattr(input_spec.from_http_request(...), field)",
-    "api_method": "_bentoml_sdk.method.APIMethod.__get__ (a non-data descriptor) and api_endpoint's "
-                  "getattr(service_instance, name).local",
     "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
     "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle, "
                 "and shutdown (called on every connection when uvicorn's graceful shutdown begins)",
@@ -71,17 +60,6 @@ def raise_latency_budget(dispatcher: Any, seconds: float) -> float:
     """At least ``seconds`` before the dispatcher sheds a queued request; returns the budget (seconds)."""
     dispatcher.max_latency = max(dispatcher.max_latency, seconds)
     return dispatcher.max_latency
-
-
-def input_as_parsed(spec: type, **values: Any) -> Any:
-    """The input model ``from_http_request`` returns, holding ``values`` as they are (no validation)."""
-    return spec.model_construct(**values)
-
-
-def bind_api_methods(instance: Any, names: Iterable[str]) -> None:
-    """Resolve each API's call wrapper once, on the instance."""
-    for name in names:
-        instance.__dict__[name] = getattr(instance, name)
 
 
 def install_route_labels(labels: Callable[[str], str]) -> type:

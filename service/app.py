@@ -18,12 +18,10 @@ import bentoml
 from starlette.applications import Starlette
 
 from service import startup
-from service.adapters import bind_api_methods
 from service.config import settings
 from service.control.manager import ModelManager
 from service.grpc import grpc_server
 from service.http import balance, routes
-from service.http.aliases import family_routes
 from service.http.auth import BearerAuth
 from service.http.bodies import SlowBodies
 from service.http.json_errors import JsonErrors
@@ -40,7 +38,6 @@ class _ModelZoo:
     def __init__(self) -> None:
         self.models = ModelManager(settings(), STATE, bentoml.server_context.worker_index or 1)
         self.grpc = grpc_server(self.models, settings())  # None unless MODEL_ZOO_GRPC_PORT (service/grpc/)
-        bind_api_methods(self, ModelZoo.apis)  # the bentoml.Service built from this class: every @bentoml.api
         logging.getLogger("model_zoo").setLevel(logging.INFO)  # our load/provider lines next to BentoML's
         logger.info("model zoo worker %d: settings %s", self.models.worker, settings())
 
@@ -60,10 +57,10 @@ class _ModelZoo:
         return self.models.is_ready() and (self.grpc is None or self.grpc.started)
 
 
-# Per-model REST, the Open Inference Protocol, Triton's repository extension (routes BentoML's API
-# decorators cannot express: a model name in the path), the front page, the browser demo and the
-# OpenAPI document of the whole surface; BentoML mounts it passively at /.
-MODELS_APP = Starlette(routes=routes.MOUNTED)
+# The family routes, per-model REST, the Open Inference Protocol, Triton's repository extension, the
+# front page, the browser demo and the OpenAPI document of the whole surface; BentoML mounts it passively
+# at /. No @bentoml.api: its wrapper costs each request more than a mounted route (service/http/aliases.py).
+MODELS_APP = Starlette(routes=routes.mounted())  # after prepare_process: plugin families have their routes
 
 ModelZoo = bentoml.service(
     name="model_zoo",
@@ -74,7 +71,7 @@ ModelZoo = bentoml.service(
     # "Per-request overhead"): off for the inference routes; a BentoML config file turns them back on.
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/classify_", "/forecast_", "/models/", "/v2/models/"]},
-)(bentoml.asgi_app(MODELS_APP, path="/", name="models")(type("ModelZoo", (_ModelZoo,), family_routes())))
+)(bentoml.asgi_app(MODELS_APP, path="/", name="models")(type("ModelZoo", (_ModelZoo,), {})))
 MODELS_APP.state.service = ModelZoo  # its OpenAPI document (service/http/openapi.py)
 # `bentoml build` packs the models the service starts with.
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())

@@ -15,6 +15,9 @@
 | ``MODEL_ZOO_BODIES_PER_CLIENT`` | ``64`` | request bodies one client address may be sending to one worker at once (429 above it); behind a proxy every client shares its address |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
+| ``MODEL_ZOO_MAX_QUEUE`` | ``0`` (unbounded) | requests one model's batcher may hold queued; the next gets 429 + Retry-After. Per model: ``16,cifar10-resnet18=4`` |
+| ``MODEL_ZOO_MAX_QUEUE_DELAY_MS`` | ``0`` (none) | a request still queued after this long gets 429 + Retry-After (per model as above) |
+| ``MODEL_ZOO_DEFAULT_TIMEOUT_MS`` | ``0`` (none) | deadline of a request that brings none (``Request-Timeout``, OIP ``parameters.timeout``): 504 past it (per model as above) |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
 | ``MODEL_ZOO_MODELS`` | every stored model of a known family | ``name[:version],...``: exactly these at start-up |
 | ``MODEL_ZOO_FAMILIES`` | none | ``module[:function],...``: plugin modules that register more families (zoo/families.py ``load_plugins``; torch-free) |
@@ -112,6 +115,39 @@ def parse_models(raw: str) -> tuple[tuple[str, str | None], ...]:
 
 
 @dataclass(frozen=True)
+class PerModel:
+    """A setting with a default and per-model overrides: ``"16,cifar10-resnet18=4"``."""
+
+    default: int = 0
+    models: tuple[tuple[str, int], ...] = ()
+
+    def get(self, model: str) -> int:
+        return dict(self.models).get(model, self.default)
+
+
+def _per_model(name: str, hi: int) -> PerModel:
+    """``$name`` as ``[DEFAULT][,MODEL=VALUE...]``, each value an integer in 0..hi; a ConfigError naming it."""
+    default, models = 0, []
+    for item in (i.strip() for i in os.environ.get(name, "").split(",")):
+        if not item:
+            continue
+        model, _, raw = item.rpartition("=")
+        try:
+            value = int(raw)
+            if model:
+                check_model_name(model.strip())
+        except (ValueError, InvalidName):
+            raise ConfigError(f"{name}: {item!r} is not VALUE or MODEL=VALUE (e.g. 16,cifar10-resnet18=4)") from None
+        if not 0 <= value <= hi:
+            raise ConfigError(f"{name}: {item!r} is out of range [0, {hi}]")
+        if model:
+            models.append((model.strip(), value))
+        else:
+            default = value
+    return PerModel(default, tuple(models))
+
+
+@dataclass(frozen=True)
 class Settings:
     runtime: str = "onnx"
     precision: str = "auto"
@@ -126,6 +162,9 @@ class Settings:
     bodies_per_client: int = 64
     max_batch: int = 128
     max_latency_ms: int = 2000
+    max_queue: PerModel = PerModel()
+    max_queue_delay_ms: PerModel = PerModel()
+    default_timeout_ms: PerModel = PerModel()
     warmup_s: float = 0.0
     models: tuple[tuple[str, str | None], ...] | None = None  # None: every stored model of a known family
     model_control: bool = True
@@ -154,6 +193,9 @@ class Settings:
             bodies_per_client=_int("MODEL_ZOO_BODIES_PER_CLIENT", 64, 1, 100_000),
             max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
+            max_queue=_per_model("MODEL_ZOO_MAX_QUEUE", 1_000_000),
+            max_queue_delay_ms=_per_model("MODEL_ZOO_MAX_QUEUE_DELAY_MS", 3_600_000),
+            default_timeout_ms=_per_model("MODEL_ZOO_DEFAULT_TIMEOUT_MS", 3_600_000),
             warmup_s=_float("MODEL_ZOO_WARMUP_S", 0.0, 0.0),
             models=parse_models(raw_models) if raw_models else None,
             model_control=_choice("MODEL_ZOO_MODEL_CONTROL", "1", ("1", "0")) == "1",

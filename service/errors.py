@@ -104,3 +104,21 @@ class Overloaded(ServiceError):
             "retry after a short backoff",
             headers={"Retry-After": "1"},
         )
+
+
+class QueueFull(ServiceError):
+    """A model's queue is at its bound (``MODEL_ZOO_MAX_QUEUE`` requests, or ``MODEL_ZOO_MAX_QUEUE_DELAY_MS``
+    of waiting): 429 + Retry-After, the client backs off (service/core/deadlines.py)."""
+
+    status = 429
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class DeadlineExceeded(ServiceError):
+    """The client's deadline (``Request-Timeout``, OIP ``parameters.timeout``, the gRPC deadline or the
+    model's default) passed before the answer was ready (504); a queued request past it is never computed."""
+
+    status = 504
+

@@ -14,9 +14,7 @@ import pytest
 
 from service.adapters import (
     INTERNALS,
-    bind_api_methods,
     cork_dispatcher,
-    input_as_parsed,
     raise_latency_budget,
 )
 
@@ -48,38 +46,3 @@ def test_cork_dispatcher_batches_items_and_its_budget_can_be_raised():
     except TypeError as exc:
         pytest.fail(f"BentoML changed {INTERNALS['dispatcher']}: {exc}")
     assert budget == 3.0 and sum(sizes) == 12 and max(sizes) <= 8, (sizes, INTERNALS["dispatcher"])
-
-
-def test_endpoint_arguments_are_the_parsed_input_as_it_is():
-    from _bentoml_impl.server.app import ServiceAppFactory
-
-    source = inspect.getsource(ServiceAppFactory.api_endpoint)
-    assert "input_spec.from_http_request(" in source, INTERNALS["input"]
-    assert "getattr(input_data, k) for k in input_data.model_fields" in source, INTERNALS["input"]
-
-    from service.http.aliases import ForecastRequest
-    from service.http.uploads import ImageUpload, Uploads
-
-    problem = ValueError("carried")
-    parsed = input_as_parsed(ForecastRequest, history=problem, steps=0)
-    assert parsed.history is problem  # not validated against list[float]
-    uploads = Uploads(files=[("a.png", b"x")])
-    assert input_as_parsed(ImageUpload, images=uploads).images is uploads
-
-
-def test_api_methods_resolved_once_are_what_bentoml_would_call():
-    from _bentoml_impl.server.app import ServiceAppFactory
-    from _bentoml_sdk.method import APIMethod
-
-    assert not hasattr(APIMethod, "__set__"), f"APIMethod became a data descriptor: {INTERNALS['api_method']}"
-    assert "getattr(self._service_instance, name).local" in inspect.getsource(ServiceAppFactory.api_endpoint), \
-        INTERNALS["api_method"]
-
-    from service.app import ModelZoo
-
-    instance = ModelZoo.inner.__new__(ModelZoo.inner)
-    bind_api_methods(instance, ModelZoo.apis)
-    for name in ModelZoo.apis:
-        method = getattr(instance, name)
-        assert method is getattr(instance, name)  # resolved once
-        assert method.local.__wrapped__ is ModelZoo.apis[name].func, INTERNALS["api_method"]

@@ -11,6 +11,8 @@ at a time per model.
 
 Overload: the dispatcher cancels a queued request when it predicts a wait past ``max_latency_ms``;
 its ``fallback`` raises ``Overloaded`` (503 + Retry-After), so a client sees an answer, never a hang.
+Deadlines, disconnected clients and the per-model queue bounds (429) are service/core/deadlines.py's
+``ModelQueue``: ``submit`` around each request, ``formed`` when a batch is formed (skips the dropped).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import anyio
 import numpy as np
 
 from service.adapters import cork_dispatcher, raise_latency_budget
+from service.core.deadlines import ModelQueue, QueuePolicy, fill
 from service.errors import Overloaded
 
 FULL_BATCHES = 3  # a queued request may wait this many full-size model calls before it is shed
@@ -68,8 +71,9 @@ class Batcher:
     """
 
     def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_latency_ms: int,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, policy: QueuePolicy = QueuePolicy()) -> None:
         self.name = name
+        self.queue = ModelQueue(name, policy, metrics)
         self.fn = fn
         self.metrics = model_metrics() if metrics else None
         self.max_batch = max_batch
@@ -92,10 +96,11 @@ class Batcher:
     def _overloaded(self) -> np.ndarray:
         raise Overloaded(self.name)
 
-    async def _dispatch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+    async def _dispatch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray | Exception]:
+        run, skipped = await self.queue.formed(parts)  # requests past their deadline or client: not computed
         if self.inline:
-            return self._run_batch(parts)
-        return await anyio.to_thread.run_sync(self._run_batch, parts)
+            return fill(self._run_batch(run), skipped)
+        return fill(await anyio.to_thread.run_sync(self._run_batch, run), skipped)
 
     def _run_batch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The queued requests' arrays -> one output per part (in a thread, or inline for tiny models)."""
@@ -112,7 +117,7 @@ class Batcher:
     async def __call__(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return self.fn(x)
-        return await self._submit(x)
+        return await self.queue.submit(self._submit, x)
 
     def shutdown(self) -> None:
         """Stop the dispatcher and let go of ``fn``: a bound method of the model that owns this batcher,

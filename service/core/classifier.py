@@ -17,11 +17,12 @@ import numpy as np
 from service.config import Settings
 from service.core import limits
 from service.core.batching import Batcher
+from service.core.deadlines import QueuePolicy
 from service.core.interface import Loaded, ServedModel, Tensors
 from service.core.preprocess import describe, measure, preprocess_many
 from service.core.runtime import load_session
 from service.core.tensors import float_input, only_inputs
-from service.errors import BadRequest, Overloaded, TooLarge
+from service.errors import BadRequest, DeadlineExceeded, Overloaded, QueueFull, TooLarge
 
 logger = logging.getLogger("model_zoo.models")
 
@@ -50,7 +51,8 @@ class ImageClassifier(ServedModel):
 
     def __init__(self, loaded: Loaded, settings: Settings) -> None:
         super().__init__(loaded, settings)
-        self.batcher = Batcher(loaded.name, self.logits_sync, settings.max_batch, settings.max_latency_ms)
+        self.batcher = Batcher(loaded.name, self.logits_sync, settings.max_batch, settings.max_latency_ms,
+                               policy=QueuePolicy.for_model(loaded.name, settings))
 
     def logits_sync(self, x: np.ndarray) -> np.ndarray:
         """(N, *input_shape) float32 -> (N, num_classes) logits, straight through the session."""
@@ -186,7 +188,7 @@ class ImageClassifier(ServedModel):
         for i in range(rounds):
             try:
                 await self.logits(rng.standard_normal((1 + i % 4, *shape), dtype=np.float32))
-            except Overloaded:
+            except (Overloaded, QueueFull, DeadlineExceeded):  # MODEL_ZOO_MAX_QUEUE*, DEFAULT_TIMEOUT_MS
                 pass
 
     def close(self) -> None:

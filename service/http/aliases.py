@@ -1,58 +1,37 @@
-"""The family routes (``/classify_digit`` ... ``/forecast_sine``): one BentoML API per family of
-zoo/families.py, answering for the model stored under the family's own name, as
-``/models/{name}/{verb}`` does for any model (service/http/rest.py). A family whose model is not in the
-store answers 503 saying how to add it."""
+"""The family routes (``/classify_digit`` ... ``/forecast_sine``): one route per family of zoo/families.py,
+answering for the model stored under the family's own name exactly as ``/models/{name}/{verb}`` does for
+any model: the same handler (service/http/rest.py ``answer``), so the same parsing, caps, deadline
+(``Request-Timeout``), answers and errors. A family whose model is not in the store answers 503 saying how
+to add it.
+
+They are routes of the app BentoML mounts (service/http/routes.py ``MOUNTED``), not ``@bentoml.api``
+methods: BentoML's API wrapper costs a request more than the mounted route does (issue 31), and gives
+nothing these routes use (they parse their own bodies). Their OpenAPI descriptions are service/http/openapi.py's.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-import bentoml
-from pydantic import Field
-from starlette.requests import ClientDisconnect
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from service.adapters import input_as_parsed
-from service.errors import BadRequest, ServiceError
 from service.http import rest
-from service.http.uploads import ImageUpload, Uploads
 from zoo.families import FAMILIES, Family
 
 
-class ForecastRequest(bentoml.IODescriptor):
-    """``{"history": [float...], "steps": int}``; a malformed body becomes a 400 naming the field."""
+def family_endpoint(family: Family) -> Callable[[Request], Any]:
+    """``POST /<family.route>``: ``/models/<family.name>/<family.verb>`` under the family's own name."""
 
-    history: list[float] = Field(description=rest.ForecastBody.model_fields["history"].description,
-                                 examples=rest.ForecastBody.model_fields["history"].examples)
-    steps: int = Field(description="how many future values to predict", examples=[10])
+    async def endpoint(request: Request) -> Response:
+        return await rest.answer(rest.models(), family.name, family.verb, request=request, alias=True)
 
-    @classmethod
-    async def from_http_request(cls, request: Any, serde: Any) -> "ForecastRequest":
-        try:
-            body = rest.parse_forecast(await request.body())
-        except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
-            return input_as_parsed(cls, history=BadRequest("the request body was cut off"), steps=0)
-        except BadRequest as problem:
-            return input_as_parsed(cls, history=problem, steps=0)  # the endpoint answers with it
-        return input_as_parsed(cls, history=body.history, steps=body.steps)
-
-
-def family_route(family: Family) -> Any:
-    """The BentoML API ``/<family.route>`` (a method of the service: ``self.models`` serves the models)."""
-    if family.decoder == "images":
-        async def endpoint(self: Any, images: Uploads) -> list[dict[str, Any]]:
-            return await rest.answer(self.models, family.name, family.verb, images, alias=True)
-        spec: type = ImageUpload
-    else:
-        async def endpoint(self: Any, history: list[float], steps: int) -> dict[str, list[float]]:
-            body = history if isinstance(history, ServiceError) else rest.ForecastBody.model_construct(
-                history=history, steps=steps)
-            return await rest.answer(self.models, family.name, family.verb, body, alias=True)
-        spec = ForecastRequest
     endpoint.__name__ = endpoint.__qualname__ = family.route
     endpoint.__doc__ = f"{family.summary} (the model stored as {family.name!r}; any model: /models/{{name}}/{family.verb})"
-    return bentoml.api(input_spec=spec)(endpoint)
+    return endpoint
 
 
-def family_routes() -> dict[str, Any]:
-    """Method name -> BentoML API, one per family."""
-    return {family.route: family_route(family) for family in FAMILIES.values()}
+def family_routes() -> list[Route]:
+    """One route per family (plugin families included: built after start-up has loaded them)."""
+    return [Route(f"/{family.route}", family_endpoint(family), methods=["POST"]) for family in FAMILIES.values()]

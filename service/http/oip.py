@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.config import settings
-from service.core import limits
+from service.core import deadlines, limits
 from service.core.interface import ServedModel
 from service.errors import (
     BadRequest,
@@ -148,14 +149,17 @@ def output_tensors(model: ServedModel, req: InferRequest,
 
 
 async def infer(request: Request) -> Response:
-    name = request.path_params["name"]
+    name, start = request.path_params["name"], time.monotonic()
     try:
         async with _models().use(name, _version(request)) as model:
             raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
             # a large JSON body takes the parser a good part of a second: not on the event loop
             big = len(raw) > limits.OFF_LOOP_BYTES
             req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
-            results = await model.predict_tensors(await model.decode_tensors(req))
+            deadline = deadlines.from_oip(req.parameters, start)  # Triton's parameters.timeout, microseconds
+            feeds = await model.decode_tensors(req)
+            with deadlines.client_wait(deadline, request.is_disconnected):
+                results = await model.predict_tensors(feeds)
             header: dict[str, Any] = {"model_name": name, "model_version": model.version}
             if req.id is not None:
                 header["id"] = req.id

@@ -1,8 +1,8 @@
-"""``/docs.json``: BentoML's OpenAPI document of the family routes, plus every route it cannot see.
+"""``/docs.json``: BentoML's OpenAPI document, plus every route it cannot see.
 
 BentoML builds its document from ``@bentoml.api`` methods only (and from mounted FastAPI apps); the
-per-model REST routes, the Open Inference Protocol and Triton's repository extension live in a
-Starlette app (service/http/routes.py ``MOUNTED``), so each of its routes is described here (a route
+family routes, the per-model REST routes, the Open Inference Protocol and Triton's repository extension
+live in a Starlette app (service/http/routes.py ``mounted()``), so each of its routes is described here (a route
 without a description fails tests/test_service_units.py's route-table check) and merged into the document
 BentoML generates (its public ``Service.openapi_spec``; the service is the mounted app's
 ``state.service``). Served at ``/docs.json`` by that app,
@@ -46,9 +46,17 @@ _INFER_REQUEST = {
             "parameters": {"type": "object", "properties": {
                 "classification": {"type": "integer", "minimum": 1, "description": "top-K 'score:index:label'"},
                 "binary_data": {"type": "boolean"}}}}}},
-        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        "parameters": {"type": "object", "properties": {
+            "binary_data_output": {"type": "boolean"},
+            "timeout": {"type": "integer", "minimum": 0, "description": (
+                "deadline in microseconds, as Triton takes it (0: none): past it the answer is 504 and a "
+                "request still queued is never computed")}}},
     },
 }
+_TIMEOUT = {"name": "Request-Timeout", "in": "header", "required": False, "schema": {"type": "string"},
+            "example": "0.25", "description": (
+                "how long the client will wait, in seconds (a positive decimal): past it the answer is 504 and a "
+                "request still queued is never computed; a malformed value is a 400")}
 _INFER_RESPONSE = {"type": "object", "properties": {
     "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
     "outputs": {"type": "array", "items": _TENSOR}}}
@@ -86,17 +94,24 @@ def paths() -> dict[str, dict[str, Any]]:
     oip, repo, rest = "Open Inference Protocol", "Model repository (Triton)", "Models by name"
     ready = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
     infer = _op("post", oip, "inference with tensors (JSON, or the binary tensor extension)", [_NAME],
-                _INFER_RESPONSE, 400, 404, 413, 503, body=(JSON, _INFER_REQUEST))
+                _INFER_RESPONSE, 400, 404, 413, 429, 503, 504, body=(JSON, _INFER_REQUEST))
     uploads = {"type": "object", "required": ["images"], "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}
+    forecast = {"type": "object", "properties": {"forecast": {"type": "array", "items": {"type": "number"}},
+                                                 "warning": {"type": "string"}}}
     out = {
-        "/models/{name}/classify": _op("post", rest, "classify images with any served image model", [_NAME],
-                                       _CLASSIFIED, 400, 404, 413, 415, 503, body=("multipart/form-data", uploads)),
-        "/models/{name}/forecast": _op("post", rest, "forecast with any served sequence model", [_NAME],
-                                       {"type": "object", "properties": {
-                                           "forecast": {"type": "array", "items": {"type": "number"}},
-                                           "warning": {"type": "string"}}},
-                                       400, 404, 503, body=(JSON, _FORECAST_BODY)),
+        f"/{family.route}": _op("post", "Families", f"{family.summary} (the model stored as {family.name!r})",
+                                [_TIMEOUT], _CLASSIFIED if family.decoder == "images" else forecast,
+                                *((400, 413, 415, 429, 503, 504) if family.decoder == "images" else (400, 503)),
+                                body=("multipart/form-data", uploads) if family.decoder == "images" else (JSON, _FORECAST_BODY))
+        for family in FAMILIES.values()
+    }
+    out |= {
+        "/models/{name}/classify": _op("post", rest, "classify images with any served image model", [_NAME, _TIMEOUT],
+                                       _CLASSIFIED, 400, 404, 413, 415, 429, 503, 504,
+                                       body=("multipart/form-data", uploads)),
+        "/models/{name}/forecast": _op("post", rest, "forecast with any served sequence model", [_NAME, _TIMEOUT],
+                                       forecast, 400, 404, 503, body=(JSON, _FORECAST_BODY)),
         "/v2": _op("get", oip, "server metadata", [], {"type": "object"}),
         "/v2/health/live": _op("get", oip, "liveness", [], {"type": "object", "properties": {"live": {"type": "boolean"}}}),
         "/v2/health/ready": _op("get", oip, "readiness (400 while not ready)", [], ready, 400),

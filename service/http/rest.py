@@ -1,7 +1,7 @@
 """REST inference for every served model: ``POST /models/{name}/classify`` and ``/models/{name}/forecast``.
 
-The same request and answer as the family routes (``/classify_digit`` ... ``/forecast_sine``, which
-service/app.py keeps as aliases for the model stored under the family's own name), for any
+The same request and answer as the family routes (``/classify_digit`` ... ``/forecast_sine``,
+service/http/aliases.py: this handler under the family's own name), for any
 model the server serves, each with its own labels and preprocessing from its spec. Request path (the
 served-model interface, service/core/interface.py): the body is parsed as the model's ``payload``
 says (images: the form, with the caps of service/http/uploads.py) -> ``decode`` (a bad file gets its
@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
+from service.core import deadlines
 from service.core.interface import ServedModel
 from service.errors import BadRequest, NotFound, ServiceError
 from service.http.responses import error_response, json_response
@@ -46,7 +47,8 @@ def parse_forecast(body: bytes) -> ForecastBody:
                          '(expected JSON {"history": [numbers...], "steps": integer})') from None
 
 
-def _models() -> Any:
+def models() -> Any:
+    """The serving worker's model manager (service/control/manager.py)."""
     import bentoml
 
     return bentoml.get_current_service().models
@@ -72,18 +74,18 @@ def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
                     f"not /{wanted}")
 
 
-async def answer(models: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
-                 alias: bool = False) -> Response:
-    """One REST inference: ``payload`` as parsed by BentoML (the family routes), or the body of
-    ``request``, read only once the model is known."""
+async def answer(manager: Any, name: str, verb: str, request: Request, alias: bool = False) -> Response:
+    """One REST inference: the body of ``request``, read only once the model is known. A
+    ``Request-Timeout`` header (seconds) is the deadline."""
     try:
-        async with models.use(name, alias=alias) as model:
+        deadline = deadlines.from_header(request.headers.get(deadlines.HEADER))
+        async with manager.use(name, alias=alias) as model:
             if model.verb != verb:
                 raise _wrong_verb(name, model, verb)
-            if payload is None:
-                payload = await READERS[model.payload](request)
-            item = await model.decode(payload)
-            return json_response(model.encode(item, await model.predict(item)))
+            item = await model.decode(await READERS[model.payload](request))
+            with deadlines.client_wait(deadline, request.is_disconnected):
+                output = await model.predict(item)
+            return json_response(model.encode(item, output))
     except ServiceError as exc:
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
@@ -91,11 +93,11 @@ async def answer(models: Any, name: str, verb: str, payload: Any = None, request
 
 
 async def classify_route(request: Request) -> Response:
-    return await answer(_models(), request.path_params["name"], "classify", request=request)
+    return await answer(models(), request.path_params["name"], "classify", request=request)
 
 
 async def forecast_route(request: Request) -> Response:
-    return await answer(_models(), request.path_params["name"], "forecast", request=request)
+    return await answer(models(), request.path_params["name"], "forecast", request=request)
 
 
 ROUTES = [

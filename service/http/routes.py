@@ -1,9 +1,9 @@
 """The route table: every path the service answers, stated once.
 
-BentoML serves its own routes (``BENTOML_ROUTES``) and one ``@bentoml.api`` per family alias
-(service/app.py, from zoo/families.py); the app it mounts at ``/`` serves ``MOUNTED``: per-model REST,
-the Open Inference Protocol with Triton's repository extension, the pages, Swagger UI (``/docs``) and
-the OpenAPI document.
+BentoML serves its own routes (``BENTOML_ROUTES``); the app it mounts at ``/`` serves ``mounted()``: the
+family aliases (service/http/aliases.py, one per family of zoo/families.py), and ``MOUNTED``: per-model
+REST, the Open Inference Protocol with Triton's repository extension, the pages, Swagger UI (``/docs``)
+and the OpenAPI document.
 Two things read the table: Prometheus' ``endpoint`` label, which is the route template, never the raw
 path (``RouteLabels``, installed by service/adapters.py ``install_route_labels``: unknown or
 parameterised paths would otherwise add a series each, without bound), and the OpenAPI document
@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from starlette.routing import BaseRoute, compile_path
 
-from service.http import oip, openapi, pages, rest, swagger
+from service.http import aliases, oip, openapi, pages, rest, swagger
 from zoo.families import FAMILIES
 
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics")  # BentoML's own
@@ -28,6 +28,11 @@ UNMATCHED = "<unmatched>"  # every path no route serves: one label, whatever was
 def family_routes() -> list[str]:
     """The alias routes: ``/classify_digit`` ... for the model stored under each family's own name."""
     return [f"/{family.route}" for family in FAMILIES.values()]
+
+
+def mounted() -> list[BaseRoute]:
+    """What the mounted app serves: the family routes (of the families registered by now), then ``MOUNTED``."""
+    return [*aliases.family_routes(), *MOUNTED]
 
 
 def table() -> list[str]:

@@ -1,26 +1,22 @@
-"""Request intake: the body-size cap (ASGI middleware) and the multipart ``images`` input spec.
+"""Request intake: the body-size cap (ASGI middleware) and the multipart ``images`` form.
 
 Why not BentoML's default parsing of a ``list[PIL.Image]``/``list[Path]`` argument: it turns a
 starlette "Too many files" (over 1000 parts) into a 500, downloads a URL given as a text field,
-decodes by the declared content type, and lets PIL errors escape as 500s (DESIGN.md). ``ImageUpload``
-keeps BentoML's API machinery (route, OpenAPI schema with a file array) but parses the form itself,
-with the per-request image cap, and hands the endpoint either the files as bytes or a ``ServiceError``
-to answer with; decoding happens in the endpoint, where each file's error can name it.
+decodes by the declared content type, and lets PIL errors escape as 500s (DESIGN.md). ``read_uploads``
+parses the form itself, with the per-request image cap, and hands the endpoint either the files as bytes
+or a ``ServiceError`` to answer with; decoding happens in the endpoint, where each file's error can name it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import bentoml
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from service.adapters import input_as_parsed
 from service.config import settings
 from service.core.limits import has_body
 from service.errors import BadRequest, ServiceError, TooLarge
@@ -35,17 +31,6 @@ class Uploads:
 
     files: list[tuple[str | None, bytes]] = field(default_factory=list)
     error: ServiceError | None = None
-
-
-class ImageUpload(bentoml.IODescriptor):
-    """Input of the classification endpoints: multipart/form-data, one or more files in ``images``."""
-
-    images: list[Annotated[Path, bentoml.validators.ContentType("image/*")]]
-
-    @classmethod
-    async def from_http_request(cls, request: Any, serde: Any) -> "ImageUpload":
-        # as parsed: no pydantic validation (it would write each file to a temp file); the endpoint gets an Uploads
-        return input_as_parsed(cls, images=await read_uploads(request, settings().max_images))
 
 
 async def read_uploads(request: Any, max_images: int) -> Uploads:
