@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.config import settings
-from service.core import limits
+from service.core import limits, stats, timing
 from service.core.interface import ServedModel
 from service.errors import (
     BadRequest,
@@ -47,7 +47,7 @@ from service.http.drain import process_drain
 from service.http.responses import error_response
 from zoo.families import FAMILIES
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
 
 
 def _models() -> Any:
@@ -147,13 +147,18 @@ def _output_tensors(model: ServedModel, req: InferRequest,
 
 async def infer(request: Request) -> Response:
     name = request.path_params["name"]
+    record, model = timing.request(), None  # the phases: service/core/timing.py
     try:
         async with _models().use(name, _version(request)) as model:
+            record.begin()
             raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
             # a large JSON body takes the parser a good part of a second: not on the event loop
             big = len(raw) > limits.OFF_LOOP_BYTES
             req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
-            results = await model.predict_tensors(await model.decode_tensors(req))
+            feeds = await model.decode_tensors(req)
+            record.decoded(feeds)
+            results = await model.predict_tensors(feeds)
+            record.predicted()
             header: dict[str, Any] = {"model_name": name, "model_version": model.version}
             if req.id is not None:
                 header["id"] = req.id
@@ -163,10 +168,16 @@ async def infer(request: Request) -> Response:
 
             large = sum(v.size for v in results.values()) > limits.OFF_LOOP_VALUES
             body, headers = await asyncio.to_thread(encode) if large else encode()  # the loop keeps answering
+            record.encoded()
+            stats.succeeded(model.name, record)
             return Response(body, headers=headers)
     except ServiceError as exc:
+        if model is not None:
+            stats.failed(model.name, record, stats.reason_of(type(exc)))
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        if model is not None:
+            stats.failed(model.name, record, "client_disconnect")
         return Response(status_code=400)
 
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
+from service.core import stats, timing
 from service.core.interface import ServedModel
 from service.errors import BadRequest, NotFound, ServiceError
 from service.http.responses import error_response, json_response
@@ -75,18 +76,31 @@ def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
 async def answer(models: Any, name: str, verb: str, payload: Any = None, request: Request | None = None,
                  alias: bool = False) -> Response:
     """One REST inference: ``payload`` as parsed by BentoML (the family routes), or the body of
-    ``request``, read only once the model is known."""
+    ``request``, read only once the model is known. Its phases go into the request's timing record
+    (``Server-Timing``, service/core/timing.py) and the model's statistics (service/core/stats.py)."""
+    record, model = timing.request(), None
     try:
         async with models.use(name, alias=alias) as model:
             if model.verb != verb:
                 raise _wrong_verb(name, model, verb)
+            record.begin()
             if payload is None:
                 payload = await READERS[model.payload](request)
             item = await model.decode(payload)
-            return json_response(model.encode(item, await model.predict(item)))
+            record.decoded(item)
+            output = await model.predict(item)
+            record.predicted()
+            response = json_response(model.encode(item, output))
+            record.encoded()
+            stats.succeeded(model.name, record)
+            return response
     except ServiceError as exc:
+        if model is not None:
+            stats.failed(model.name, record, stats.reason_of(type(exc)))
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        if model is not None:
+            stats.failed(model.name, record, "client_disconnect")
         return Response(status_code=400)
 
 
