@@ -177,3 +177,31 @@ def test_a_request_id_is_kept_only_when_short_and_safe(given, kept):
 def test_failure_reasons_are_the_error_classes():
     assert stats.reason_of(Overloaded) == "overloaded"
     assert stats.reason_of(TooLarge) == "too_large" and stats.reason_of(BadRequest) == "bad_request"
+
+
+def test_the_cost_study_adds_up_its_parts(tmp_path):
+    """``python -m benchmarks.studies.instrumentation``: the per-request figure is the parts' sum (the
+    per-call part spread over the run's items per call), set against the recorded run."""
+    import json
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"http": {"records": [{
+        "server": "service", "level": {"endpoint": "classify_digit", "concurrency": 32, "images": 1},
+        "mean_batch": 4.0, "server_cpu_pct": 100.0, "requests_per_s": 1000.0}]}}))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.studies.instrumentation", "--requests", "300",
+                           "--results", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parts = {k: float(v) for k, v in re.findall(r"\| (\w+_us) \| ([0-9.]+) \|", done.stdout)}
+    assert set(parts) == {"edge_us", "answer_path_us", "batcher_tag_us", "per_model_call_us"}
+    assert all(v > 0 for v in parts.values())
+    added, share = re.search(r"added per request at 4.0 items per model call: ([0-9.]+) us; .* 1000 us .*: ([0-9.]+)%",
+                             done.stdout).groups()
+    expected = parts["edge_us"] + parts["answer_path_us"] + parts["batcher_tag_us"] + parts["per_model_call_us"] / 4
+    assert float(added) == pytest.approx(expected, abs=0.2) and float(share) == pytest.approx(expected / 10, abs=0.05)
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.studies.instrumentation", "--results",
+                              str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "none.json" in missing.stderr and "make bench" in missing.stderr
