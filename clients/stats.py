@@ -106,6 +106,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch is not None and not args.watch > 0:
+        raise ValueError(f"--watch takes a positive number of seconds, got {args.watch}")
     with ZooClient(args.url, timeout=args.timeout, retries=args.retries, token=args.token) as zoo:
         while True:
             rows = collect(zoo, args.model)

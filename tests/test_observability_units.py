@@ -205,3 +205,26 @@ def test_the_cost_study_adds_up_its_parts(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "benchmarks.studies.instrumentation", "--results",
                               str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "none.json" in missing.stderr and "make bench" in missing.stderr
+
+
+def test_zoo_stats_quantiles_fall_in_the_bucket_of_the_true_quantile():
+    """``histogram_quantile`` over cumulative buckets, against numpy's quantile of the samples themselves."""
+    from clients.stats import quantile
+
+    rng = np.random.default_rng(0)
+    samples = rng.lognormal(mean=np.log(0.003), sigma=0.8, size=5000)  # seconds
+    bounds = [*stats.PHASE_BUCKETS, float("inf")]
+    buckets = [(b, float((samples <= b).sum())) for b in bounds]
+    for q in (0.5, 0.9, 0.99):
+        got, true = quantile(q, buckets), float(np.quantile(samples, q))
+        i = next(i for i, b in enumerate(bounds) if true <= b)
+        assert (bounds[i - 1] if i else 0.0) <= got <= bounds[i], (q, got, true)
+    assert quantile(0.5, []) is None and quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+    assert quantile(0.99, [(0.1, 0.0), (float("inf"), 5.0)]) == 0.1  # all beyond the last bound: that bound
+
+
+def test_zoo_stats_refuses_a_bad_watch_interval(capsys):
+    from clients.cli import main
+
+    assert main(["stats", "--url", "http://127.0.0.1:9", "--watch", "0"]) == 1
+    assert "--watch takes a positive number of seconds, got 0.0" in capsys.readouterr().err
