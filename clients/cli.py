@@ -1,4 +1,4 @@
-"""The ``zoo`` command: models, load, unload, classify, forecast, bench, health (``python -m clients`` is the same).
+"""The ``zoo`` command: models, load, unload, classify, forecast, bench, stats, health (``python -m clients`` is the same).
 
 Every command takes ``--url`` (default ``$ZOO_URL``, else http://localhost:3000) and
 ``--token`` (default ``$MODEL_ZOO_API_TOKEN``). Any error ends the command with a
@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 
-from clients import bench, classify, forecast
+from clients import bench, classify, forecast, stats
 from clients.client import ZooClient
 from clients.grpc_client import GrpcZooClient, add_protocol
 from clients.transport import DEFAULT_URL, TOKEN_ENV, URL_ENV, Unreachable, ZooError, default_token, default_url
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("classify", "classify image files and folders (resumable with --out)", classify),
         ("forecast", "forecast a sequence with the sine RNN", forecast),
         ("bench", "load-test one endpoint at several concurrency levels", bench),
+        ("stats", "per model: requests, mean batch size, queue wait and inference p50/p99, errors by reason", stats),
     ]
     for name, help_text, module in commands:
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or "").strip().splitlines()[0])

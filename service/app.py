@@ -27,6 +27,7 @@ from service.http.bodies import SlowBodies
 from service.http.json_errors import JsonErrors
 from service.http.linger import LingeringClose
 from service.http.origin import OriginGuard
+from service.http.request_ids import RequestIds
 from service.http.uploads import BodyLimit
 
 logger = logging.getLogger("model_zoo.service")
@@ -84,6 +85,7 @@ ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desi
 # is refused before its body is read (service/http/auth.py; off unless MODEL_ZOO_API_TOKEN is set), then
 # bodies over the size cap get 413
 # (counted as received); innermost, the router's plain-text 404/405 become JSON and its redirects relative.
+ModelZoo.add_asgi_middleware(RequestIds)  # X-Request-Id on every answer, Server-Timing on inference answers
 ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(LingeringClose)
 ModelZoo.add_asgi_middleware(OriginGuard)

@@ -35,6 +35,7 @@ SKIPPED = {
     "python -m benchmarks.studies.train_targets": "benchmark studies: minutes of timed training",
     "python -m benchmarks.studies.sine_band": "benchmark study: an hour of training",
     "torchrun": "distributed training: tests/test_training_distributed.py",
+    "MODEL_ZOO_GRPC_PORT=8001 make serve": "a server with gRPC on a fixed port: tests/test_grpc.py runs `zoo --protocol grpc`",
 }
 
 

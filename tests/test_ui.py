@@ -217,6 +217,21 @@ def test_demo_in_a_real_browser(zoo_server, browser, tmp_path):
     meta = page.el("result-meta").text
     assert re.search(r"mnist-mlp \w+ · \d+\.\d ms", meta), meta
     assert len(page.top5()) == 5
+    # the answer's Server-Timing breakdown (ms, 2 decimals): the parts within the server's total
+    timing = page.el("timing-text").text
+    parts = {k: float(v) for k, v in re.findall(r"(decode|queue|infer|encode|total) ([0-9.]+)", timing)}
+    assert set(parts) == {"decode", "queue", "infer", "encode", "total"} and "batch 1" in timing, timing
+    assert sum(parts[k] for k in ("decode", "queue", "infer", "encode")) <= parts["total"] + 0.02
+    assert len(page.d.find_elements("css selector", "#timing-bar > span")) == 4
+    # the live panel shows the statistics the server reports for the model (Triton's, every worker)
+    def live_matches(_) -> bool:
+        entry = httpx.get(zoo_server.url + "/v2/models/mnist-mlp/stats").json()["model_stats"][0]
+        summary = page.el("live-summary").text
+        return page.el("live").is_displayed() and summary.startswith(
+            f"{entry['inference_stats']['success']['count']} requests · {entry['execution_count']} model calls")
+    page.wait.until(live_matches)
+    assert page.d.find_elements("css selector", "#live-batches li")
+    assert re.fullmatch(r"per request: queue [0-9.]+ ms vs infer [0-9.]+ ms", page.el("live-wait").text)
 
     # a "0": an ellipse of many short moves, MNIST's stroke width after scaling
     page.el("clear").click()

@@ -17,6 +17,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -32,6 +33,7 @@ from service.control.shared_state import (
     SharedState,
     WorkerStatus,
 )
+from service.core import stats
 from service.core.interface import ServedModel
 from service.core.served import build_served_model
 from service.errors import (
@@ -145,6 +147,7 @@ class ModelManager:
             future = self.loading[name] = asyncio.get_running_loop().create_future()
         self.failures.pop(name, None)
         self._publish()  # LOADING
+        started = time.monotonic()
         try:
             entry = await asyncio.to_thread(get_entry, *tag.split(":", 1))
             if entry is None:
@@ -155,6 +158,7 @@ class ModelManager:
             self.failures[name] = {"version": tag.split(":", 1)[1], "reason": f"model {name!r} failed to load: {first_line(exc)}"}
             logger.exception("model %s failed to load", tag)
         else:
+            stats.loaded(name, time.monotonic() - started)  # model_zoo_model_load_seconds
             old = self.served.get(name)
             self.served[name] = Served(model, tag.split(":", 1)[1])
             logger.info("%s is warmed up and served as %r (worker %d)", tag, name, self.worker)

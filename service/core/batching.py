@@ -18,13 +18,14 @@ Deadlines, disconnected clients and the per-model queue bounds (429) are service
 from __future__ import annotations
 
 import functools
-import time
+from time import perf_counter_ns
 from typing import Callable, Sequence
 
 import anyio
 import numpy as np
 
 from service.adapters import cork_dispatcher, raise_latency_budget
+from service.core import stats, timing
 from service.core.deadlines import ModelQueue, QueuePolicy, fill
 from service.errors import Overloaded
 
@@ -103,21 +104,35 @@ class Batcher:
         return fill(await anyio.to_thread.run_sync(self._run_batch, run), skipped)
 
     def _run_batch(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The queued requests' arrays -> one output per part (in a thread, or inline for tiny models)."""
+        """The queued requests' arrays -> one output per part (in a thread, or inline for tiny models).
+        Each request's timing record (service/core/timing.py) gets its queue wait and this call."""
         sizes = [len(p) for p in parts]
+        t0 = perf_counter_ns()
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        start = time.perf_counter()
+        if type(batch) is not np.ndarray:
+            batch = batch.view(np.ndarray)  # a request's timing.Timed view: the runtime gets a plain array
+        t1 = perf_counter_ns()
         out = self.fn(batch)
+        t2 = perf_counter_ns()
+        outs = np.split(out, np.cumsum(sizes)[:-1], axis=0)
+        t3 = perf_counter_ns()
+        n = len(batch)
         if self.metrics is not None:
             latency, batch_hist = self.metrics
-            latency.labels(model=self.name).observe(time.perf_counter() - start)
-            batch_hist.labels(model=self.name).observe(len(batch))
-        return np.split(out, np.cumsum(sizes)[:-1], axis=0)
+            latency.labels(model=self.name).observe((t2 - t1) * 1e-9)
+            batch_hist.labels(model=self.name).observe(n)
+        riders = [t for t in (getattr(p, "timing", None) for p in parts) if t is not None]
+        for t in riders:
+            t.rode(t0, t2 - t1, n)
+        if riders:  # a call made for requests (warm-up calls carry no record and are not counted)
+            stats.executed(self.name, n, t1 - t0, t2 - t1, t3 - t2)
+        return outs
 
     async def __call__(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return self.fn(x)
-        return await self.queue.submit(self._submit, x)
+        record = timing.current()
+        return await self.queue.submit(self._submit, x if record is None else timing.tagged(x, record))
 
     def shutdown(self) -> None:
         """Stop the dispatcher and let go of ``fn``: a bound method of the model that owns this batcher,

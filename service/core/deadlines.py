@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
 
+from service.core.timing import Timed
 from service.errors import BadRequest, DeadlineExceeded, QueueFull, ServiceError
 
 HEADER = "Request-Timeout"
@@ -177,13 +178,14 @@ class _Ticket:
         self.error: Exception | None = None  # what answers a dropped request
 
 
-class Queued(np.ndarray):
-    """A request's ``(n, ...)`` rows carrying its ticket through BentoML's dispatcher, which may split them
-    (slices keep the ticket: ``__array_finalize__``)."""
+class Queued(Timed):
+    """A request's ``(n, ...)`` rows carrying its ticket (and its timing record, service/core/timing.py)
+    through BentoML's dispatcher, which may split them (slices keep both: ``__array_finalize__``)."""
 
     ticket: _Ticket | None = None
 
     def __array_finalize__(self, obj: Any) -> None:
+        super().__array_finalize__(obj)
         self.ticket = getattr(obj, "ticket", None)
 
 
@@ -285,7 +287,7 @@ class ModelQueue:
                 skipped.append(ticket.error or ClientGone("dropped"))
             else:
                 skipped.append(None)
-                run.append(np.asarray(part))
+                run.append(part)  # still a view: the batcher reads its timing record, then hands on a plain array
         if not run:  # raised, not returned: the dispatcher then leaves this batch out of its latency model,
             raise skipped[0]  # whose wait for companions would learn from these waits; every waiter has answered or gone
         return run, skipped

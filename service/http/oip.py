@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.config import settings
-from service.core import deadlines, limits
+from service.core import deadlines, limits, stats, timing
 from service.core.interface import ServedModel
 from service.errors import (
     BadRequest,
@@ -48,7 +48,7 @@ from service.http.drain import process_drain
 from service.http.responses import error_response
 from zoo.families import FAMILIES
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "statistics"]
 
 
 def _models() -> Any:
@@ -150,16 +150,20 @@ def output_tensors(model: ServedModel, req: InferRequest,
 
 async def infer(request: Request) -> Response:
     name, start = request.path_params["name"], time.monotonic()
+    record, model = timing.request(), None  # the phases: service/core/timing.py
     try:
         async with _models().use(name, _version(request)) as model:
+            record.begin()
             raw, framing = await request.body(), request.headers.get(HEADER_LENGTH)
             # a large JSON body takes the parser a good part of a second: not on the event loop
             big = len(raw) > limits.OFF_LOOP_BYTES
             req = await asyncio.to_thread(parse_infer, raw, framing) if big else parse_infer(raw, framing)
             deadline = deadlines.from_oip(req.parameters, start)  # Triton's parameters.timeout, microseconds
             feeds = await model.decode_tensors(req)
+            record.decoded(feeds)
             with deadlines.client_wait(deadline, request.is_disconnected):
                 results = await model.predict_tensors(feeds)
+            record.predicted()
             header: dict[str, Any] = {"model_name": name, "model_version": model.version}
             if req.id is not None:
                 header["id"] = req.id
@@ -169,10 +173,16 @@ async def infer(request: Request) -> Response:
 
             large = sum(v.size for v in results.values()) > limits.OFF_LOOP_VALUES
             body, headers = await asyncio.to_thread(encode) if large else encode()  # the loop keeps answering
+            record.encoded()
+            stats.succeeded(model.name, record)
             return Response(body, headers=headers)
     except ServiceError as exc:
+        if model is not None:
+            stats.failed(model.name, record, stats.reason_of(type(exc)))
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        if model is not None:
+            stats.failed(model.name, record, "client_disconnect")
         return Response(status_code=400)
 
 

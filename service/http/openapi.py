@@ -70,6 +70,10 @@ _FORECAST_BODY = {"type": "object", "required": ["history", "steps"], "propertie
 _INDEX_ENTRY = {"type": "object", "properties": {
     "name": {"type": "string"}, "version": {"type": "string"},
     "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]}, "reason": {"type": "string"}}}
+_STATS = {"type": "object", "properties": {"model_stats": {"type": "array", "items": {"type": "object", "properties": {
+    "name": {"type": "string"}, "version": {"type": "string"}, "last_inference": {"type": "integer"},
+    "inference_count": {"type": "integer"}, "execution_count": {"type": "integer"},
+    "inference_stats": {"type": "object"}, "batch_stats": {"type": "array", "items": {"type": "object"}}}}}}}
 
 
 def _answers(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
@@ -134,6 +138,11 @@ def paths() -> dict[str, dict[str, Any]]:
         "/v2/repository/models/{name}/unload": _op("post", repo, "stop serving a model after its in-flight requests",
                                                    [_NAME], {"type": "object"}, 400, 404, 503,
                                                    body=(JSON, {"type": "object"})),
+        "/v2/models/stats": _op("get", oip, "Triton's statistics of every served model, summed over the workers",
+                                [], _STATS),
+        "/v2/models/{name}/stats": _op("get", oip, "Triton's statistics of one model", [_NAME], _STATS, 400, 404),
+        "/v2/models/{name}/versions/{version}/stats": _op("get", oip, "Triton's statistics of one version",
+                                                          [_NAME, _VERSION], _STATS, 400, 404),
     }
     return out
 

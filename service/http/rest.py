@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import settings
-from service.core import deadlines
+from service.core import deadlines, stats, timing
 from service.core.interface import ServedModel
 from service.errors import BadRequest, NotFound, ServiceError
 from service.http.responses import error_response, json_response
@@ -76,19 +76,31 @@ def _wrong_verb(name: str, model: ServedModel, wanted: str) -> NotFound:
 
 async def answer(manager: Any, name: str, verb: str, request: Request, alias: bool = False) -> Response:
     """One REST inference: the body of ``request``, read only once the model is known. A
-    ``Request-Timeout`` header (seconds) is the deadline."""
+    ``Request-Timeout`` header (seconds) is the deadline. Its phases go into the request's timing record
+    (``Server-Timing``, service/core/timing.py) and the model's statistics (service/core/stats.py)."""
+    record, model = timing.request(), None
     try:
         deadline = deadlines.from_header(request.headers.get(deadlines.HEADER))
         async with manager.use(name, alias=alias) as model:
             if model.verb != verb:
                 raise _wrong_verb(name, model, verb)
+            record.begin()
             item = await model.decode(await READERS[model.payload](request))
+            record.decoded(item)
             with deadlines.client_wait(deadline, request.is_disconnected):
                 output = await model.predict(item)
-            return json_response(model.encode(item, output))
+            record.predicted()
+            response = json_response(model.encode(item, output))
+            record.encoded()
+            stats.succeeded(model.name, record)
+            return response
     except ServiceError as exc:
+        if model is not None:
+            stats.failed(model.name, record, stats.reason_of(type(exc)))
         return error_response(exc)
     except ClientDisconnect:  # gone, or cut off by BodyLimit, which has answered 413 already
+        if model is not None:
+            stats.failed(model.name, record, "client_disconnect")
         return Response(status_code=400)
 
 

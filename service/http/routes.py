@@ -17,11 +17,11 @@ from typing import Any, Iterable
 
 from starlette.routing import BaseRoute, compile_path
 
-from service.http import aliases, oip, openapi, pages, rest, swagger
+from service.http import aliases, oip, openapi, pages, rest, statistics, swagger
 from zoo.families import FAMILIES
 
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics")  # BentoML's own
-MOUNTED: list[BaseRoute] = [*oip.ROUTES, *rest.ROUTES, *pages.ROUTES, *swagger.ROUTES, *openapi.ROUTES]
+MOUNTED: list[BaseRoute] = [*statistics.ROUTES, *oip.ROUTES, *rest.ROUTES, *pages.ROUTES, *swagger.ROUTES, *openapi.ROUTES]
 UNMATCHED = "<unmatched>"  # every path no route serves: one label, whatever was asked for
 
 

@@ -49,24 +49,117 @@ function selectModel(name) {
   $("result").hidden = true;
   showError("");
   if (current && current.spec.sequence) $("steps").max = current.spec.sequence.max_steps;
+  $("live").hidden = true;
+  watchLive();
 }
 
 // --- answers -----------------------------------------------------------------------------------
 
-// runs one inference call; latency measured here, version as /v2/models reports it at answer time
+// runs one inference call; latency measured here, version as /v2/models reports it at answer time, and
+// the service's own breakdown from the answer's Server-Timing header
 async function timed(call) {
   const name = current.name;
   const meta = api(`/v2/models/${encodeURIComponent(name)}`);
   meta.catch(() => {});  // awaited below; a failed inference call must not leave it unhandled
+  let serverTiming = null;
   const started = performance.now();
-  const answer = await call(name);
+  const answer = await call(name, (value) => { serverTiming = value; });
   const ms = performance.now() - started;  // the inference call alone, request to parsed answer
-  return { answer, ms, version: ((await meta).versions || ["?"])[0], name };
+  return { answer, ms, version: ((await meta).versions || ["?"])[0], name, timing: parseServerTiming(serverTiming) };
 }
+
+// 'decode;dur=0.352, ..., batch;desc="8"' -> {decode: 0.352, ..., batch: 8}; null without the header
+function parseServerTiming(value) {
+  if (!value) return null;
+  const out = {};
+  for (const part of value.split(",")) {
+    const [name, ...params] = part.trim().split(";");
+    for (const p of params) {
+      const [key, raw] = p.trim().split("=");
+      if (key === "dur") out[name] = Number(raw);
+      if (key === "desc") out[name] = Number(raw.replace(/"/g, ""));
+    }
+  }
+  return out;
+}
+
+const PHASES = ["decode", "queue", "infer", "encode"];
 
 function showMeta(run) {
   $("result-meta").textContent = `${run.name} ${run.version} · ${run.ms.toFixed(1)} ms`;
+  const t = run.timing;
+  $("timing").hidden = !t;
+  if (t) {
+    $("timing-text").textContent = "server: " + PHASES.map((p) => `${p} ${t[p].toFixed(2)}`).join(" · ") +
+      ` · total ${t.total.toFixed(2)} ms · batch ${t.batch}`;
+    const bar = $("timing-bar");
+    bar.innerHTML = "";
+    for (const p of PHASES) {  // each phase's share of the server's total
+      const span = document.createElement("span");
+      span.className = `phase-${p}`;
+      span.title = `${p} ${t[p].toFixed(3)} ms`;
+      span.style.width = `${(100 * t[p] / Math.max(t.total, 1e-9)).toFixed(2)}%`;
+      bar.appendChild(span);
+    }
+  }
   $("result").hidden = false;
+  refreshLive();
+}
+
+// --- live panel: what the batcher did for the chosen model (Triton's statistics, every worker) ---
+
+let liveTimer = null;
+
+async function refreshLive() {
+  if (!current) { $("live").hidden = true; return; }
+  const name = current.name;
+  let entry;
+  try {
+    entry = (await api(`/v2/models/${encodeURIComponent(name)}/stats`)).model_stats[0];
+  } catch (_) {
+    return;  // the next refresh tries again; an inference error is what the page reports
+  }
+  if (!current || current.name !== name) return;
+  const s = entry.inference_stats;
+  const mean = (d) => (d.count ? d.ns / d.count / 1e6 : 0);  // ms per request
+  const calls = entry.execution_count;
+  $("live-model").textContent = name;
+  $("live-summary").textContent = `${s.success.count} requests · ${calls} model calls · ` +
+    `mean batch ${calls ? (entry.inference_count / calls).toFixed(2) : "-"} · ${s.fail.count} failed`;
+  const queue = mean(s.queue), infer = mean(s.compute_infer);
+  $("live-wait").textContent = `per request: queue ${queue.toFixed(2)} ms vs infer ${infer.toFixed(2)} ms`;
+  const waitBar = $("live-wait-bar");
+  waitBar.innerHTML = "";
+  for (const [p, v] of [["queue", queue], ["infer", infer]]) {
+    const span = document.createElement("span");
+    span.className = `phase-${p}`;
+    span.style.width = `${(100 * v / Math.max(queue + infer, 1e-9)).toFixed(2)}%`;
+    waitBar.appendChild(span);
+  }
+  const list = $("live-batches");
+  list.innerHTML = "";
+  const most = Math.max(1, ...entry.batch_stats.map((b) => b.compute_infer.count));
+  for (const b of entry.batch_stats) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = `batch ${b.batch_size}`;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${(100 * b.compute_infer.count / most).toFixed(1)}%`;
+    bar.appendChild(fill);
+    const count = document.createElement("span");
+    count.textContent = String(b.compute_infer.count);
+    li.append(label, bar, count);
+    list.appendChild(li);
+  }
+  $("live").hidden = false;
+}
+
+function watchLive() {
+  if (liveTimer) clearInterval(liveTimer);
+  refreshLive();
+  liveTimer = setInterval(() => { if (!document.hidden) refreshLive(); }, 2000);
 }
 
 function showClassification(run) {
@@ -98,7 +191,8 @@ async function classify(blob, filename) {
   const form = new FormData();
   form.append("images", blob, filename);
   try {
-    const run = await timed((name) => api(`/models/${encodeURIComponent(name)}/classify`, { method: "POST", body: form }));
+    const run = await timed((name, onTiming) => api(`/models/${encodeURIComponent(name)}/classify`,
+                                                    { method: "POST", body: form, onTiming }));
     showClassification(run);
   } catch (err) {
     $("result").hidden = true;
@@ -281,8 +375,8 @@ $("run-forecast").addEventListener("click", async () => {
   const history = parseHistory($("history").value);
   const steps = Number($("steps").value);
   try {
-    const run = await timed((name) => api(`/models/${encodeURIComponent(name)}/forecast`, {
-      method: "POST", headers: { "Content-Type": "application/json" },
+    const run = await timed((name, onTiming) => api(`/models/${encodeURIComponent(name)}/forecast`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, onTiming,
       body: JSON.stringify({ history, steps: Number.isInteger(steps) ? steps : $("steps").value }),
     }));
     const values = run.answer.forecast;

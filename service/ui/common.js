@@ -7,17 +7,20 @@ class ApiError extends Error {
   constructor(message, status) { super(message); this.status = status; }
 }
 
-// fetch + JSON; a non-2xx answer becomes an ApiError carrying the service's {"error": ...} message
+// fetch + JSON; a non-2xx answer becomes an ApiError carrying the service's {"error": ...} message.
+// options.onTiming, when given, gets the answer's Server-Timing header (null when it has none).
 async function api(path, options = {}) {
-  const headers = new Headers(options.headers || {});
+  const { onTiming, ...init } = options;
+  const headers = new Headers(init.headers || {});
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.set("Authorization", "Bearer " + token);
   let response;
   try {
-    response = await fetch(path, { ...options, headers });
+    response = await fetch(path, { ...init, headers });
   } catch (err) {
     throw new ApiError(`the service did not answer (${err.message})`, 0);
   }
+  if (onTiming) onTiming(response.headers.get("server-timing"));
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
