@@ -105,7 +105,7 @@ class Server:
         """SIGTERM the process group, SIGKILL it if it outlives ``timeout``; returns the exit status.
         BentoML's workers are in sessions of their own (circus ``setsid``): a group signal reaches only
         the arbiter, so any worker still running at the end is SIGKILLed by its pid."""
-        workers = self.workers()
+        workers, tree = self.workers(), self.tree()[1:]
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -125,6 +125,9 @@ class Server:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        # every process the group had, SIGKILLed above, is gone before stop() returns (on a busy machine
+        # a killed child can still be running for a moment after the signal was sent)
+        psutil.wait_procs([p for p in tree if p not in workers], timeout=5)
         return self.proc.returncode
 
     def __enter__(self) -> "Server":

@@ -131,12 +131,14 @@ def test_connections_opened_together_end_up_on_both_workers(zoo_server, tmp_path
         host, port = "127.0.0.1", s.port
         conns = [http.client.HTTPConnection(host, port, timeout=30) for _ in range(CLIENTS)]
         os.kill(second.pid, signal.SIGSTOP)
+        early_closes = 0  # on a slow machine the first worker may already ask some to reconnect here
         try:  # the first worker is the only one that can accept: it takes every connection
             for c in conns:
                 c.request("POST", "/classify_digit", body=body, headers=headers)
                 r = c.getresponse()
                 r.read()
                 assert r.status == 200
+                early_closes += (r.getheader("connection") or "").lower() == "close"
         finally:
             os.kill(second.pid, signal.SIGCONT)
 
@@ -166,10 +168,10 @@ def test_connections_opened_together_end_up_on_both_workers(zoo_server, tmp_path
     assert results and {st for _, st, _, _ in results} == {200}
     assert {json.loads(text)[0]["index"] for _, _, text, _ in results} == {expected}
     closes = [t for t, _, _, closing in results if closing]
-    print(f"\nbalance: {len(results)} answers, {len(closes)} told to reconnect, worker CPU s {used}")
+    print(f"\nbalance: {len(results)} answers, {early_closes} + {len(closes)} told to reconnect, worker CPU s {used}")
     # the second worker serves: without rebalancing it keeps none of the connections (only its
     # background polling costs it CPU)
     assert used[1] >= 0.35 * used[0], used
     # the excess once (half the clients), plus at most one more per transit time (a reconnect that
     # landed on the same worker is told again once its transit time is over): not one per request
-    assert 1 <= len(closes) <= CLIENTS // 2 + LOAD_S / TRANSIT_S, closes
+    assert 1 <= early_closes + len(closes) <= CLIENTS // 2 + LOAD_S / TRANSIT_S, (early_closes, closes)
