@@ -4,6 +4,13 @@
   ``@bentoml.api(batchable=True)`` uses inside. A batchable API decodes every request before our code
   sees it (one bad file fails the whole batch, PIL errors become 500s), so service/core/batching.py batches
   decoded arrays with the dispatcher itself; the budget is raised once a model's speed is known.
+  The dispatcher's ``Optimizer`` learns how long to hold a batch for companions while the model is idle:
+  the mean wait of the first request of its last 50 batches. That wait includes the hold itself and, under
+  load, the time spent queued behind the running batch, so it feeds on itself: it grows under load, and
+  after the load every lone request is held that long, which keeps it there (docs/benchmarks.md, "Where
+  the tail went"). ``cork_dispatcher`` caps the learned wait at ``max_wait_ms`` (Triton's
+  ``max_queue_delay_microseconds``; 0: a batch goes as soon as the model is free, with whatever queued
+  while it was busy).
 - ``install_route_labels``: BentoML's traffic metrics middleware is the outermost middleware of the
   service's app, so it runs before any auth or routing and labels every request with its raw path: each
   unknown or parameterised path became a new series in every metric file of every worker, without bound.
@@ -29,6 +36,8 @@ from typing import Any, Callable
 INTERNALS = {
     "dispatcher": "bentoml._internal.marshal.dispatcher.CorkDispatcher(max_latency_in_ms, max_batch_size, "
                   "fallback, get_batch_size, batch_dim) and its max_latency attribute",
+    "optimizer": "bentoml._internal.marshal.dispatcher.Optimizer(max_latency), its wait attribute (set by "
+                 "trigger_refresh, read by CorkDispatcher.controller) and CorkDispatcher.optimizer",
     "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
     "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle, "
                 "and shutdown (called on every connection when uvicorn's graceful shutdown begins)",
@@ -48,12 +57,28 @@ def model_store_dir() -> Path:
     return Path(BentoMLContainer.model_store.get()._path)
 
 
-def cork_dispatcher(max_latency_ms: int, max_batch: int, fallback: Callable[[], Any]) -> Any:
-    """A dispatcher that batches ``(n_i, ...)`` arrays along axis 0, counting items, not requests."""
-    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+def cork_dispatcher(max_latency_ms: int, max_batch: int, fallback: Callable[[], Any], max_wait_ms: float = 0.0) -> Any:
+    """A dispatcher that batches ``(n_i, ...)`` arrays along axis 0, counting items, not requests, and
+    holds a batch for companions at most ``max_wait_ms`` while the model is idle."""
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 
-    return CorkDispatcher(max_latency_in_ms=max_latency_ms, max_batch_size=max_batch, fallback=fallback,
-                          get_batch_size=len, batch_dim=(0, 0))
+    class BoundedWait(Optimizer):
+        """BentoML's optimizer with its learned wait read through a cap (seconds)."""
+
+        cap = max_wait_ms / 1000.0
+
+        @property
+        def wait(self) -> float:
+            return min(self._learned_wait, self.cap)
+
+        @wait.setter
+        def wait(self, value: float) -> None:
+            self._learned_wait = value
+
+    dispatcher = CorkDispatcher(max_latency_in_ms=max_latency_ms, max_batch_size=max_batch, fallback=fallback,
+                                get_batch_size=len, batch_dim=(0, 0))
+    dispatcher.optimizer = BoundedWait(dispatcher.max_latency)
+    return dispatcher
 
 
 def raise_latency_budget(dispatcher: Any, seconds: float) -> float:
