@@ -17,6 +17,14 @@
   The subclass installed where BentoML's app factory imports it from hands BentoML a copy of the scope
   whose ``path`` is the route template (service/http/routes.py), and gives the app behind it the real
   path back.
+- ``install_timeout_middleware``: BentoML's ``TimeoutMiddleware`` (``traffic.timeout``) schedules a timer per
+  request with ``loop.call_later`` and never cancels it, so each answered request leaves a live timer, its
+  future and a copy of its context on the event loop for the whole timeout. Under load these are tens of
+  thousands of objects that every young garbage collection finds alive and promotes, and the collections
+  of the older generation walk them all: long pauses that stop every request in the worker (the tail of
+  issue 31; docs/benchmarks.md, "Where the tail went"). The subclass installed where BentoML's app
+  factory imports it from answers the same 504 at the same timeout and cancels its timer when the request
+  is done.
 - ``install_http_protocol``: uvicorn's only connection timeout is armed after a response, so a
   connection that never completes its request headers stays open for ever (uvicorn issue #160); our
   mixins (service/http/connections.py ``HeaderDeadline``, service/http/balance.py ``CountedConnections``,
@@ -39,6 +47,8 @@ INTERNALS = {
     "optimizer": "bentoml._internal.marshal.dispatcher.Optimizer(max_latency), its wait attribute (set by "
                  "trigger_refresh, read by CorkDispatcher.controller) and CorkDispatcher.optimizer",
     "metrics": "bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware",
+    "timeout": "bentoml._internal.server.http.traffic.TimeoutMiddleware(app, timeout), its timeout attribute and "
+               "_set_timer_out(waiter), imported by BentoML's app factory (base_app.py) when it builds the app",
     "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle, "
                 "and shutdown (called on every connection when uvicorn's graceful shutdown begins)",
     "model_store": "bentoml._internal.configuration.containers.BentoMLContainer.model_store.get()._path",
@@ -109,6 +119,49 @@ def install_route_labels(labels: Callable[[str], str]) -> type:
 
     instruments.RunnerTrafficMetricsMiddleware = TemplatedTrafficMetrics
     return TemplatedTrafficMetrics
+
+
+def install_timeout_middleware() -> type:
+    """Make BentoML's app factory build a ``TimeoutMiddleware`` that cancels its timer once the request is done."""
+    import asyncio
+
+    from bentoml._internal.server.http import traffic
+
+    base = traffic.TimeoutMiddleware
+    if getattr(base, "cancels_its_timer", False):
+        return base
+
+    class CancelledTimeout(base):  # type: ignore[misc, valid-type]
+        cancels_its_timer = True
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] not in ("http", "websocket"):
+                return await self.app(scope, receive, send)
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+            async def started(message: dict) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+                await send(message)
+
+            fut = asyncio.ensure_future(self.app(scope, receive, started))
+            try:
+                await waiter
+            except asyncio.TimeoutError:
+                if fut.cancel():
+                    from starlette.responses import JSONResponse
+
+                    await JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                       status_code=504)(scope, receive, send)
+                    return
+            finally:
+                timer.cancel()  # the answer has started: BentoML's timer would stay scheduled for the whole timeout
+            await fut
+
+    traffic.TimeoutMiddleware = CancelledTimeout
+    return CancelledTimeout
 
 
 class _RealPath:

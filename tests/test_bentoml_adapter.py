@@ -76,3 +76,41 @@ def test_cork_dispatcher_caps_the_learned_wait_for_companions():
             d.shutdown()
 
     np.testing.assert_array_equal(asyncio.run(lone_request_after_a_load()), np.ones((1, 2), np.float32))
+
+
+def test_timeout_middleware_cancels_its_timer_and_still_answers_504():
+    from bentoml._internal.server.http import traffic
+
+    from service.adapters import install_timeout_middleware
+
+    middleware = install_timeout_middleware()
+    assert traffic.TimeoutMiddleware is middleware, INTERNALS["timeout"]
+    assert hasattr(middleware, "_set_timer_out"), INTERNALS["timeout"]
+
+    async def run() -> tuple[list[dict], list[dict], int]:
+        loop = asyncio.get_running_loop()
+
+        async def app(scope, receive, send):
+            if scope["path"] == "/slow":
+                await asyncio.sleep(60)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        fast, slow = [], []
+
+        async def collect(into, message):
+            into.append(message)
+
+        await middleware(app, timeout=30)({"type": "http", "path": "/fast"}, receive, lambda m: collect(fast, m))
+        live = [h for h in loop._scheduled if not h.cancelled()]
+        await middleware(app, timeout=0.01)({"type": "http", "path": "/slow", "headers": []}, receive,
+                                            lambda m: collect(slow, m))
+        return fast, slow, len(live)
+
+    fast, slow, live = asyncio.run(run())
+    assert [m.get("status") for m in fast] == [200, None] and fast[1]["body"] == b"ok"
+    assert live == 0, "the answered request's timer is still scheduled"
+    assert slow[0]["status"] == 504
