@@ -2,7 +2,7 @@
 -- args: MANIFEST (lines "CONTENT_TYPE<TAB>BODY_FILE[<TAB>HEADER: VALUE]...") TRACE_FILE.
 -- Each request carries its send time (CLOCK_MONOTONIC, us) as its X-Request-Id, which the service echoes,
 -- so an answer is matched to its own request with no connection bookkeeping; the trace line is
--- "LATENCY_US<TAB>STATUS<TAB>CLOSE(0|1)<TAB>SERVER_TIMING". wrk.format per request costs wrk a few us.
+-- "LATENCY_US<TAB>STATUS<TAB>CLOSE(0|1)<TAB>SENT_US<TAB>SERVER_TIMING". wrk.format per request costs wrk a few us.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } zoo_timespec;
@@ -54,7 +54,7 @@ function response(status, headers, body)
   local sent = tonumber(header(headers, "x-request-id") or "")
   local latency = sent and (now_us() - sent) or -1
   local close = (header(headers, "connection") or ""):lower() == "close" and 1 or 0
-  out:write(latency, "\t", status, "\t", close, "\t", header(headers, "server-timing") or "", "\n")
+  out:write(latency, "\t", status, "\t", close, "\t", sent or -1, "\t", header(headers, "server-timing") or "", "\n")
   lines = lines + 1
   if lines % 512 == 0 then out:flush() end
 end

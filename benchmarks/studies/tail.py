@@ -70,8 +70,9 @@ def digit_body(work: Path) -> Path:
 def parse_trace(path: Path) -> list[dict[str, float]]:
     rows = []
     for line in path.read_text().splitlines():
-        latency, status, close, timing = (line.split("\t") + [""] * 4)[:4]
-        row: dict[str, float] = {"latency": int(latency) / 1e3, "status": int(status), "close": int(close)}
+        latency, status, close, sent, timing = (line.split("\t") + [""] * 5)[:5]
+        row: dict[str, float] = {"latency": int(latency) / 1e3, "status": int(status), "close": int(close),
+                                 "sent": int(sent) / 1e3}
         for item in filter(None, (p.strip() for p in timing.split(","))):
             key, _, value = item.partition(";")
             if value.startswith("dur="):
@@ -130,7 +131,7 @@ def summarize(rows: list[dict[str, float]], seconds: float) -> dict[str, Any]:
 
 
 def run_level(server: Any, path: str, concurrency: int, seconds: int, manifest: Path, work: Path,
-              warmup: bool) -> dict[str, Any]:
+              warmup: bool, keep: Path | None = None) -> dict[str, Any]:
     if warmup:
         wrk(server.url, path, concurrency, 2, manifest, work / "warmup.trace")
     trace = work / f"c{concurrency}.trace"
@@ -139,6 +140,10 @@ def run_level(server: Any, path: str, concurrency: int, seconds: int, manifest: 
     cpu = [round(b - a, 2) for a, b in zip(cpu0, _workers_cpu(server))]
     record.update(summarize(parse_trace(trace), seconds), concurrency=concurrency, load_avg=[round(v, 2) for v in load0],
                   workers_cpu_s=cpu)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        n = len(list(keep.glob(f"*-c{concurrency}-*.trace")))
+        trace.rename(keep / f"{time.strftime('%H%M%S')}-c{concurrency}-{n}.trace")
     return record
 
 
@@ -154,7 +159,7 @@ def measure_variant(name: str, code: Path, args: argparse.Namespace, work: Path)
         plan = [("c1-fresh", 1, True), *((f"c{c}", c, True) for c in args.levels), ("c1-after", 1, False)]
         for label, c, warm in plan:
             seconds = args.duration if c > 1 else max(3, args.duration // 2)
-            rec = run_level(server, path, c, seconds, manifest, work, warm)
+            rec = run_level(server, path, c, seconds, manifest, work, warm, args.traces and args.traces / name)
             rec.update(variant=name, level=label)
             records.append(rec)
             print(_line(rec), flush=True)
@@ -185,6 +190,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-home", default=os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml")),
                    help="a BENTOML_HOME whose store holds mnist-mlp (make models fills one)")
     p.add_argument("--out", type=Path, default=None, help="JSON with every run (latencies included)")
+    p.add_argument("--traces", type=Path, default=None, help="keep every run's trace.lua lines under DIR/VARIANT/")
     p.add_argument("--plot", type=Path, default=None, help="PNG: latency histograms per variant and level")
     return p
 
