@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
@@ -96,3 +97,27 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def tail_plot(records: list[dict], path: Path, title: str = "") -> Path:
+    """benchmarks/studies/tail.py: client latency histograms, one panel per level, one outline per variant
+    (all its rounds pooled), log-spaced bins so the p50 and the tail both show."""
+    levels = list(dict.fromkeys(r["level"] for r in records))
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.2 * len(levels), 3.6), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        pooled = {v: [x for r in records if r["level"] == level and r["variant"] == v for x in r.get("latencies_ms", [])]
+                  for v in variants}
+        values = [x for xs in pooled.values() for x in xs if x > 0]
+        if not values:
+            continue
+        bins = np.geomspace(min(values), max(values), 60)
+        for i, (v, xs) in enumerate(pooled.items()):
+            if xs:
+                p50, p99 = np.percentile(xs, [50, 99])
+                ax.hist(xs, bins=bins, histtype="step", color=f"C{i}", label=f"{v}: p50 {p50:.1f}, p99 {p99:.1f} ms")
+                ax.axvline(p99, color=f"C{i}", linestyle=":", linewidth=1)
+        ax.set(title=level, xlabel="client latency, ms (dotted: p99)", ylabel="requests", xscale="log", yscale="log")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

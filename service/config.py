@@ -15,6 +15,7 @@
 | ``MODEL_ZOO_BODIES_PER_CLIENT`` | ``64`` | request bodies one client address may be sending to one worker at once (429 above it); behind a proxy every client shares its address |
 | ``MODEL_ZOO_MAX_BATCH`` | ``128`` | adaptive batcher: most items per model call |
 | ``MODEL_ZOO_MAX_LATENCY_MS`` | ``2000`` | adaptive batcher: latency budget before it sheds load (503) |
+| ``MODEL_ZOO_BATCH_WAIT_MS`` | ``0`` | adaptive batcher: longest an idle model waits for a batch to fill (Triton's ``max_queue_delay_microseconds``); 0: a batch starts as soon as the model is free, with what queued meanwhile |
 | ``MODEL_ZOO_MAX_QUEUE`` | ``0`` (unbounded) | requests one model's batcher may hold queued; the next gets 429 + Retry-After. Per model: ``16,cifar10-resnet18=4`` |
 | ``MODEL_ZOO_MAX_QUEUE_DELAY_MS`` | ``0`` (none) | a request still queued after this long gets 429 + Retry-After (per model as above) |
 | ``MODEL_ZOO_DEFAULT_TIMEOUT_MS`` | ``0`` (none) | deadline of a request that brings none (``Request-Timeout``, OIP ``parameters.timeout``): 504 past it (per model as above) |
@@ -162,6 +163,7 @@ class Settings:
     bodies_per_client: int = 64
     max_batch: int = 128
     max_latency_ms: int = 2000
+    batch_wait_ms: float = 0.0
     max_queue: PerModel = PerModel()
     max_queue_delay_ms: PerModel = PerModel()
     default_timeout_ms: PerModel = PerModel()
@@ -193,6 +195,7 @@ class Settings:
             bodies_per_client=_int("MODEL_ZOO_BODIES_PER_CLIENT", 64, 1, 100_000),
             max_batch=_int("MODEL_ZOO_MAX_BATCH", 128, 2, 65536),
             max_latency_ms=_int("MODEL_ZOO_MAX_LATENCY_MS", 2000, 1, 600_000),
+            batch_wait_ms=_float("MODEL_ZOO_BATCH_WAIT_MS", 0.0, 0.0),
             max_queue=_per_model("MODEL_ZOO_MAX_QUEUE", 1_000_000),
             max_queue_delay_ms=_per_model("MODEL_ZOO_MAX_QUEUE_DELAY_MS", 3_600_000),
             default_timeout_ms=_per_model("MODEL_ZOO_DEFAULT_TIMEOUT_MS", 3_600_000),

@@ -60,5 +60,6 @@ def adapt_server(service: Any, app: Any, settings: Settings) -> None:
     """Metrics by route template (bounded series); a connection that sends no complete request headers
     within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
     adapters.install_route_labels(RouteLabels(route_templates(service, app)))
+    adapters.install_timeout_middleware()  # BentoML's leaves a live timer per answered request (service/adapters.py)
     adapters.install_http_protocol(HeaderDeadline, DrainSignal, balance.CountedConnections,
                                    header_timeout=settings.header_timeout_s)

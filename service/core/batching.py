@@ -72,13 +72,14 @@ class Batcher:
     """
 
     def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], max_batch: int, max_latency_ms: int,
-                 metrics: bool = True, policy: QueuePolicy = QueuePolicy()) -> None:
+                 metrics: bool = True, policy: QueuePolicy = QueuePolicy(), max_wait_ms: float = 0.0) -> None:
         self.name = name
         self.queue = ModelQueue(name, policy, metrics)
         self.fn = fn
         self.metrics = model_metrics() if metrics else None
         self.max_batch = max_batch
-        self.dispatcher = cork_dispatcher(max_latency_ms, max_batch, self._overloaded)  # counts items, not requests
+        # counts items, not requests; an idle model holds a batch for companions at most max_wait_ms
+        self.dispatcher = cork_dispatcher(max_latency_ms, max_batch, self._overloaded, max_wait_ms)
         self.inline = False  # until calibrate() has timed the model
         self._submit = self.dispatcher(self._dispatch)  # async: the dispatcher awaits it on the loop
 

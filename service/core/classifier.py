@@ -52,7 +52,7 @@ class ImageClassifier(ServedModel):
     def __init__(self, loaded: Loaded, settings: Settings) -> None:
         super().__init__(loaded, settings)
         self.batcher = Batcher(loaded.name, self.logits_sync, settings.max_batch, settings.max_latency_ms,
-                               policy=QueuePolicy.for_model(loaded.name, settings))
+                               policy=QueuePolicy.for_model(loaded.name, settings), max_wait_ms=settings.batch_wait_ms)
 
     def logits_sync(self, x: np.ndarray) -> np.ndarray:
         """(N, *input_shape) float32 -> (N, num_classes) logits, straight through the session."""
