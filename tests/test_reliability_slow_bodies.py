@@ -4,7 +4,8 @@ Scaled down from the report (600 connections, a byte every 4 s): 300 connections
 than BentoML's 256 concurrent requests per worker, trickle their bodies; a request from another address
 is still answered, because one address may send only ``MODEL_ZOO_BODIES_PER_CLIENT`` bodies at once.
 A body that stalls is cut at ``MODEL_ZOO_BODY_TIMEOUT_S`` with 408 and its connection closed. The server
-serves no model (an empty store): the bodies go to ``/classify_digit``, whose multipart parser reads them.
+serves mnist-mlp from the session's store: the bodies go to ``/classify_digit``, whose multipart parser
+reads them once the route knows its model (a route whose model is missing answers before reading).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from harness import serve
+from harness import serve, sibling_home
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 3.0
@@ -26,11 +27,11 @@ HEAD = (b"POST /classify_digit HTTP/1.1\r\nHost: localhost\r\nContent-Type: mult
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(zoo_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bodies")
-    (tmp / "home").mkdir()
-    env = {"MODEL_ZOO_BODY_TIMEOUT_S": str(TIMEOUT_S), "MODEL_ZOO_BODIES_PER_CLIENT": str(PER_CLIENT)}
-    with serve(tmp / "home", tmp / "server.log", env) as served:
+    env = {"MODEL_ZOO_BODY_TIMEOUT_S": str(TIMEOUT_S), "MODEL_ZOO_BODIES_PER_CLIENT": str(PER_CLIENT),
+           "MODEL_ZOO_MODELS": "mnist-mlp"}
+    with serve(sibling_home(zoo_server, tmp), tmp / "server.log", env) as served:
         yield served
 
 
