@@ -58,13 +58,13 @@ debs = @missing=$$(for t in $(1); do command -v $$(echo $$t | cut -d: -f1) >/dev
 		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }
 
 # tests/test_ui.py drives the browser demo in headless Chromium with its chromedriver; the benchmarks'
-# load generator is wrk (benchmarks/tests/test_commands.py runs it). kubectl comes with [dev] (.venv/bin).
+# load generators are wrk and h2load (benchmarks/tests/test_commands.py, test_grpc_bench.py run them). kubectl comes with [dev] (.venv/bin).
 chromium:
 	$(call debs,chromium:chromium chromedriver:chromium-driver)
 wrk:
-	$(call debs,wrk:wrk)
+	$(call debs,wrk:wrk h2load:nghttp2-client)
 test-tools:
-	$(call debs,chromium:chromium chromedriver:chromium-driver wrk:wrk)
+	$(call debs,chromium:chromium chromedriver:chromium-driver wrk:wrk h2load:nghttp2-client)
 
 # service.serve: a busy PORT is one line (checked before training too); "ready" and the examples come
 # after /readyz answers; Ctrl-C stops it.

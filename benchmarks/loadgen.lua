@@ -1,5 +1,5 @@
 -- wrk script for benchmarks/loadgen.py: cycle through pre-encoded request bodies, report JSON at the end.
--- args: MANIFEST (lines "CONTENT_TYPE<TAB>BODY_FILE") [AUTHORIZATION]. Requests are formatted once in
+-- args: MANIFEST (lines "CONTENT_TYPE<TAB>BODY_FILE[<TAB>NAME: VALUE]", the last an extra header) [AUTHORIZATION]. Requests are formatted once in
 -- init, so each request costs wrk a table lookup.
 local requests = {}
 local next_i = 0
@@ -8,7 +8,9 @@ function init(args)
   local headers = {}
   if args[2] and args[2] ~= "" then headers["Authorization"] = args[2] end
   for line in io.lines(args[1]) do
-    local ctype, path = line:match("^([^\t]+)\t(.+)$")
+    local ctype, path, extra = line:match("^([^\t]+)\t([^\t]+)\t?(.*)$")
+    local name, value = extra:match("^([^:]+):%s*(.*)$")
+    if name then headers[name] = value end
     local f = assert(io.open(path, "rb"))
     local body = f:read("*a")
     f:close()

@@ -5,7 +5,8 @@
 
 Steps: fill a BentoML store of its own (benchmarks/store.py) -> part 1, the in-process engine
 (benchmarks/engine.py) -> parts 2-3, the service and its naive peers over HTTP, driven by ``wrk``
-(benchmarks/http_bench.py, benchmarks/loadgen.py) -> the targets as ratios (benchmarks/targets.py) -> a profile for every
+(benchmarks/http_bench.py, benchmarks/loadgen.py) -> gRPC against OIP REST binary, h2load and wrk
+(benchmarks/grpc_bench.py; in results.json) -> the targets as ratios (benchmarks/targets.py) -> a profile for every
 missed target (benchmarks/profiles.py) -> plots and the document (benchmarks/plots.py, report.py).
 GPU figures come from ``benchmarks/gpu.sh`` (docs/bench/gpu.json), included when present.
 Any failure ends the command with one line naming the step, and exit status 1.
@@ -26,13 +27,13 @@ from pathlib import Path
 from benchmarks.store import ROOT, BenchError, use_home
 from zoo.datadir import default_data_dir
 
-PARTS = ("engine", "http")
+PARTS = ("engine", "http", "grpc")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="seconds per point (development, tests); figures are rough")
-    p.add_argument("--parts", default=",".join(PARTS), help="comma list of parts to run: engine, http (default both)")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma list of parts to run: engine, http, grpc (default all)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="the document to write")
     p.add_argument("--plots-dir", default=None, help="where the PNGs and results.json go (default: OUT's dir/bench)")
     p.add_argument("--keep", metavar="DIR", help="work directory to keep and reuse (store, checkpoints, logs); "
@@ -105,6 +106,12 @@ def run(args: argparse.Namespace, argv: list[str], work: Path) -> dict:
     if "http" in parts:
         http = run_http(models, home, work / "http", levels, duration, warm_s, generator=args.generator)
         results["http"] = http
+    if "grpc" in parts:
+        from benchmarks.grpc_bench import MODEL, run_grpc
+
+        if MODEL not in served:
+            raise BenchError(f"the grpc part needs {MODEL} in --families {args.families}")
+        results["grpc"] = run_grpc(home, work / "grpc", duration, warm_s)
     targets = evaluate(engine, http)
     results["targets"] = [t.to_dict() for t in targets]
     if not args.no_profile:

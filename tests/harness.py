@@ -8,6 +8,8 @@
   same checkpoints and real MNIST test images (``eager_probs``, ``eager_forecast``).
 - ``serve``: any further test server, started with the one server helper (devtools/launch.py);
   ``home_over`` gives it a home of its own over the shared store.
+- ``Blocker``, ``photos``: a large ``transfer-resnet18`` request that later ones queue behind (the
+  deadline and queue tests of each protocol).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,8 +38,8 @@ from training.models import build_model, model_config
 from training.specs import make_spec
 from zoo.spec import Spec
 
-__all__ = ["ROOT", "Zoo", "build_zoo", "eager_forecast", "eager_probs", "home_over", "make_checkpoint",
-           "post_images", "quick_mlp", "samples_for", "serve", "sibling_home"]
+__all__ = ["BLOCKER", "Blocker", "ROOT", "SLOW_ROUTE", "Zoo", "build_zoo", "eager_forecast", "eager_probs",
+           "home_over", "make_checkpoint", "photos", "post_images", "quick_mlp", "samples_for", "serve", "sibling_home"]
 
 WARMUP_S = 2.0  # MODEL_ZOO_WARMUP_S for the shared server: long enough to observe /readyz before warm-up
 SINE_LIMITS = {"min_history": 2, "max_history": 400, "max_steps": 50}
@@ -169,3 +173,34 @@ def eager_forecast(rnn: torch.nn.Module, history: list[float], steps: int) -> np
 def post_images(url: str, files: list[tuple[str, bytes]], route: str = "/classify_digit", **kw) -> httpx.Response:
     parts = [("images", (name, data, "image/png")) for name, data in files]
     return httpx.post(url + route, files=parts, timeout=60, **kw)
+
+
+BLOCKER = 24  # images in the request the others queue behind (about a second of ResNet-18 on one CPU thread)
+SLOW_ROUTE = "/models/transfer-resnet18/classify"
+
+
+def photos(n: int) -> list[tuple[str, bytes]]:
+    """``n`` small random RGB PNG files (seeded by ``n``)."""
+    rng = np.random.default_rng(n)
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+        out.append((f"p{i}.png", buf.getvalue()))
+    return out
+
+
+class Blocker(threading.Thread):
+    """A large ``transfer-resnet18`` request the next ones queue behind; ``done`` once answered."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.done = url, headers or {}, threading.Event()
+        self.start()
+        time.sleep(0.5)  # its upload is read and its batch formed (it is alone: formed at once)
+
+    def run(self) -> None:
+        try:
+            self.response = post_images(self.url, photos(BLOCKER), route=SLOW_ROUTE, headers=self.headers)
+        finally:
+            self.done.set()

@@ -10,7 +10,6 @@ while queued, and a client that disconnects while queued.
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -19,8 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from harness import post_images, serve, sibling_home
-from PIL import Image
+from harness import BLOCKER, SLOW_ROUTE, Blocker, photos, post_images, serve, sibling_home
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -122,9 +120,6 @@ def test_a_request_whose_deadline_passed_is_a_504_naming_it_and_is_never_compute
 
 # ---------------------------------------------------------------- a slow model with a bounded queue
 
-BLOCKER = 24  # images in the request the others queue behind (about a second of ResNet-18 on one CPU thread)
-
-
 @pytest.fixture(scope="module")
 def slow_server(zoo_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deadlines")
@@ -133,45 +128,16 @@ def slow_server(zoo_server, tmp_path_factory):
         yield server
 
 
-def photos(n: int) -> list[tuple[str, bytes]]:
-    rng = np.random.default_rng(n)
-    out = []
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
-        out.append((f"p{i}.png", buf.getvalue()))
-    return out
-
-
-ROUTE = "/models/transfer-resnet18/classify"
-
-
-class Blocker(threading.Thread):
-    """A large request the next ones queue behind; ``done`` once answered."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.done = url, threading.Event()
-        self.start()
-        time.sleep(0.5)  # its upload is read and its batch formed (it is alone: formed at once)
-
-    def run(self) -> None:
-        try:
-            self.response = post_images(self.url, photos(BLOCKER), route=ROUTE)
-        finally:
-            self.done.set()
-
-
 def test_a_deadline_passing_while_queued_is_answered_at_once_and_never_computed(slow_server):
     url = slow_server.url
     before = computed(url, "transfer-resnet18")
     blocker = Blocker(url)
-    r = post_images(url, photos(2), route=ROUTE, headers={"Request-Timeout": "0.2"})
+    r = post_images(url, photos(2), route=SLOW_ROUTE, headers={"Request-Timeout": "0.2"})
     assert r.status_code == 504 and "Request-Timeout header of 200 ms" in r.json()["error"]
     assert not blocker.done.is_set()  # answered while the model was still busy with the blocker
     blocker.join(120)
     assert blocker.response.status_code == 200
-    assert post_images(url, photos(1), route=ROUTE).status_code == 200  # formed after the dropped one
+    assert post_images(url, photos(1), route=SLOW_ROUTE).status_code == 200  # formed after the dropped one
     assert computed(url, "transfer-resnet18") == before + BLOCKER + 1  # the 504's two images never were
     assert dropped(url, "transfer-resnet18", "deadline") >= 1
 
@@ -180,8 +146,8 @@ def test_a_client_that_disconnects_while_queued_is_never_computed(slow_server):
     url = slow_server.url
     before, gone_before = computed(url, "transfer-resnet18"), dropped(url, "transfer-resnet18", "disconnected")
     blocker = Blocker(url)
-    request = httpx.Request("POST", url + ROUTE, files=[("images", (n, d, "image/png")) for n, d in photos(3)])
-    head = f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+    request = httpx.Request("POST", url + SLOW_ROUTE, files=[("images", (n, d, "image/png")) for n, d in photos(3)])
+    head = f"POST {SLOW_ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host") + "\r\n"
     with socket.create_connection(("127.0.0.1", slow_server.port)) as sock:
         sock.sendall(head.encode() + request.read())
@@ -189,7 +155,7 @@ def test_a_client_that_disconnects_while_queued_is_never_computed(slow_server):
     assert not blocker.done.is_set()
     blocker.join(120)
     assert blocker.response.status_code == 200
-    assert post_images(url, photos(1), route=ROUTE).status_code == 200
+    assert post_images(url, photos(1), route=SLOW_ROUTE).status_code == 200
     assert dropped(url, "transfer-resnet18", "disconnected") == gone_before + 1
     assert computed(url, "transfer-resnet18") == before + BLOCKER + 1
 
@@ -202,7 +168,7 @@ def test_a_full_queue_answers_429_with_retry_after(slow_server):
         results: list[httpx.Response] = []
 
         def send() -> None:
-            results.append(client.post(url + ROUTE, files=[("images", (n, d, "image/png")) for n, d in photos(2)]))
+            results.append(client.post(url + SLOW_ROUTE, files=[("images", (n, d, "image/png")) for n, d in photos(2)]))
 
         threads = [threading.Thread(target=send) for _ in range(5)]
         for t in threads:

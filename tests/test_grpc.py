@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.faults import startup_failure
 from devtools.launch import free_port
 from harness import eager_probs, post_images, serve, sibling_home
 
@@ -34,7 +35,7 @@ MAX_BODY_MB = 1  # the server's body cap, so an oversized message is cheap to se
 
 class GrpcZoo:
     def __init__(self, server, grpc_port: int, zoo) -> None:
-        self.server, self.zoo = server, zoo
+        self.server, self.zoo, self.port = server, zoo, grpc_port
         self.url = server.url
         self.target = f"127.0.0.1:{grpc_port}"
         self.client = grpcclient.InferenceServerClient(self.target)
@@ -291,3 +292,14 @@ def test_every_worker_serves_the_port_and_stops_it_on_sigterm(zoo_server, tmp_pa
         assert all(f"GRPCInferenceService on 127.0.0.1:{port} (worker {w})" in log for w in (1, 2)), log[-3000:]
     log = server.log.read_text()
     assert all(f"gRPC server on 127.0.0.1:{port} stopped (worker {w})" in log for w in (1, 2)), log[-3000:]
+
+
+def test_a_second_server_on_a_taken_grpc_port_stops_with_one_line(grpc_zoo, tmp_path):
+    """The workers bind with SO_REUSEPORT: without the arbiter's check this server would share the port."""
+    env = {"MODEL_ZOO_GRPC_PORT": str(grpc_zoo.port), "MODEL_ZOO_GRPC_HOST": "127.0.0.1", "MODEL_ZOO_MODELS": "mnist-mlp"}
+    res = startup_failure(sibling_home(grpc_zoo.zoo, tmp_path), tmp_path / "second.log", exit_timeout=60, env=env)
+    assert res["exit_code"] == 1 and not res["livez_200_seen"], res["output"][-1500:]
+    out = res["output"]
+    assert f"MODEL_ZOO_GRPC_PORT={grpc_zoo.port}: cannot bind 127.0.0.1:{grpc_zoo.port} for gRPC" in out, out[-1500:]
+    assert "Traceback" not in out, out[-1500:]
+    assert grpc_zoo.client.is_server_ready()  # the first server serves on

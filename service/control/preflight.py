@@ -19,6 +19,12 @@ Wiring (service/app.py, after the imports, before the class body reads the setti
 
     check_or_exit()
 
+It also checks that ``MODEL_ZOO_GRPC_PORT`` is free (``check_grpc_port``): every worker binds it with
+``SO_REUSEPORT``, so without the check a second server on a taken port would start and silently share
+its connections with whatever holds it (another of our servers included). A plain bind, without
+``SO_REUSEPORT``, fails when anything listens there; start-up then ends with one line naming the port
+and the setting.
+
 ``MODEL_ZOO_SKIP_PREFLIGHT=1`` turns it off (start anyway; broken models then answer 503).
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 from service.config import Settings
@@ -95,6 +102,27 @@ def check(settings: Settings) -> list[str]:
     return problems
 
 
+def check_grpc_port(settings: Settings) -> list[str]:
+    """A problem when ``MODEL_ZOO_GRPC_PORT`` is set and something already listens on it (empty: free)."""
+    if not settings.grpc_port:
+        return []
+    host, port = settings.grpc_host, settings.grpc_port
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        return [f"MODEL_ZOO_GRPC_HOST={host!r} is not an address of this machine ({exc.strerror or exc})"]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no owner
+            probe.bind(address)  # no SO_REUSEPORT: fails while anyone else holds the port
+            probe.listen(1)
+    except OSError as exc:
+        return [f"MODEL_ZOO_GRPC_PORT={port}: cannot bind {host}:{port} for gRPC ({exc.strerror or exc}); "
+                "another process listens there: stop it or choose another MODEL_ZOO_GRPC_PORT"]
+    return []
+
+
 def check_or_exit() -> None:
     """Raise ``PreflightError`` (exit status 1, one line per problem) unless the settings parse and
     every entry would load. Call it at import of the service module, before anything reads settings."""
@@ -106,7 +134,7 @@ def check_or_exit() -> None:
         raise PreflightError([str(exc)]) from None
     if os.environ.get("MODEL_ZOO_SKIP_PREFLIGHT") == "1" or in_worker():
         return
-    problems = check(current)
+    problems = check_grpc_port(current) + check(current)
     if problems:
         raise PreflightError(problems)  # SystemExit: its message goes to stderr, status 1
 

@@ -4,7 +4,8 @@
 (service/http/oip_codec.py), with the same checks and messages: each input's tensor comes from
 ``raw_input_contents`` (little-endian, BYTES elements length-prefixed: what tritonclient sends) or from
 its typed ``contents`` (``fp32_contents``, ``bytes_contents`` ...), never both. ``infer_response`` puts
-every output in ``raw_output_contents``, as Triton answers. Every malformed request raises
+every output in ``raw_output_contents``, as Triton answers; ``model_statistics`` makes Triton's
+``ModelStatisticsResponse`` from the REST route's dicts. Every malformed request raises
 ``BadRequest`` naming the tensor and the problem.
 """
 
@@ -14,6 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
 
 from service.errors import BadRequest
 from service.grpc.protos import grpc_service_pb2 as pb
@@ -103,3 +105,9 @@ def model_metadata(meta: dict[str, Any]) -> Any:
         name=meta["name"], versions=meta["versions"], platform=meta["platform"],
         inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["inputs"]],
         outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]])
+
+
+def model_statistics(entries: list[dict[str, Any]]) -> Any:
+    """Triton's ``model_stats`` entries (service/core/stats.py ``model_statistics``: the proto's field
+    names) -> a ``ModelStatisticsResponse``."""
+    return json_format.ParseDict({"model_stats": entries}, pb.ModelStatisticsResponse())

@@ -12,9 +12,13 @@ Protocol over REST (service/http/oip.py), through the same served-model interfac
 
 Errors: a ``ServiceError`` becomes the status its HTTP status stands for (``STATUS``), with its message;
 a client's mistake is never INTERNAL or UNKNOWN. Messages over ``MODEL_ZOO_MAX_BODY_MB`` are refused by
-grpc itself (RESOURCE_EXHAUSTED), and so is request metadata over ``MAX_METADATA_BYTES``. A request
-whose deadline has passed is not computed (DEADLINE_EXCEEDED); one whose deadline passes while it
-waits is cancelled by grpc. With ``MODEL_ZOO_API_TOKEN`` set, every call but ServerLive, ServerReady
+grpc itself (RESOURCE_EXHAUSTED), and so is request metadata over ``MAX_METADATA_BYTES``. The call's
+deadline is the request's deadline (service/core/deadlines.py, as REST's ``Request-Timeout``): one that
+passes while the request is queued is answered DEADLINE_EXCEEDED at once and its rows are never
+computed, and a call the client cancels is dropped before it is computed. ModelInfer fills the same
+per-request timing record and statistics as REST (service/core/timing.py, service/core/stats.py), so
+Triton's statistics (``ModelStatistics`` here, the REST statistics routes) and the Prometheus series
+count gRPC inferences too. With ``MODEL_ZOO_API_TOKEN`` set, every call but ServerLive, ServerReady
 and the health service needs ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED without it),
 as REST leaves only its health routes open (service/http/auth.py).
 """
@@ -31,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.config import Settings
 from service.control.manager import ModelManager
+from service.core import deadlines, stats, timing
 from service.errors import BadRequest, InvalidModelName, NotInStore, ServiceError
 from service.grpc import codec
 from service.grpc.protos import grpc_service_pb2 as pb
@@ -47,7 +52,7 @@ OPEN_METHODS = frozenset({f"/{SERVICE}/ServerLive", f"/{SERVICE}/ServerReady",
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 403: grpc.StatusCode.PERMISSION_DENIED,
           404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
           409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE,
+          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED, 503: grpc.StatusCode.UNAVAILABLE,
           504: grpc.StatusCode.DEADLINE_EXCEEDED, 507: grpc.StatusCode.RESOURCE_EXHAUSTED}
 MAX_METADATA_BYTES = 16 * 1024  # request metadata (headers) per call; grpc refuses more
 GRACE_S = 10.0  # on shutdown, calls in flight get this long to finish
@@ -71,11 +76,18 @@ def answers(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     return call
 
 
-async def _in_time(context: grpc.aio.ServicerContext) -> None:
-    """DEADLINE_EXCEEDED, computing nothing, once the client's deadline has passed."""
+def call_deadline(context: grpc.aio.ServicerContext) -> deadlines.Deadline | None:
+    """The client's deadline for this call (None when it set none)."""
     left = context.time_remaining()
-    if left is not None and left <= 0:
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before it was computed")
+    return None if left is None else deadlines.Deadline.after(left, deadlines.GRPC)
+
+
+def client_gone(context: grpc.aio.ServicerContext) -> Callable[[], Awaitable[bool]]:
+    """True once the client has cancelled the call (the batcher asks before computing a queued request)."""
+    async def gone() -> bool:
+        return context.cancelled()
+
+    return gone
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -112,14 +124,49 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @answers
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _in_time(context)
-        name = request.model_name
-        async with self.models.use(name, request.model_version or None) as model:
-            req = codec.infer_request(request)
-            feeds = await model.decode_tensors(req)
-            await _in_time(context)  # decoding a large request takes a while
-            results = await model.predict_tensors(feeds)
-            return codec.infer_response(name, model.version, req.id, oip.output_tensors(model, req, results))
+        """As OIP REST's infer (service/http/oip.py): phases into the timing record, the answer into the
+        model's statistics, the call's deadline and cancellation to the batcher."""
+        record, model, name = timing.start(request.id), None, request.model_name
+        deadline = call_deadline(context)
+        try:
+            async with self.models.use(name, request.model_version or None) as model:
+                if deadline is not None and deadline.expired():  # passed before decoding: nothing is done
+                    raise deadlines.deadline_exceeded(model.name, deadline)
+                record.begin()
+                req = codec.infer_request(request)
+                feeds = await model.decode_tensors(req)
+                record.decoded(feeds)
+                with deadlines.client_wait(deadline, client_gone(context)):
+                    results = await model.predict_tensors(feeds)
+                record.predicted()
+                answer = codec.infer_response(name, model.version, req.id, oip.output_tensors(model, req, results))
+                record.encoded()
+                stats.succeeded(model.name, record)
+                return answer
+        except ServiceError as exc:
+            # a call the client cancels (or whose deadline grpc ends) is cancelled in its task; BentoML's
+            # dispatcher answers a cancelled wait with its fallback (Overloaded): it is still a cancellation
+            cancelled = bool(asyncio.current_task().cancelling())
+            if model is not None:
+                stats.failed(model.name, record, "client_disconnect" if cancelled else stats.reason_of(type(exc)))
+            if cancelled:
+                raise asyncio.CancelledError from exc
+            raise
+        except asyncio.CancelledError:
+            if model is not None:
+                stats.failed(model.name, record, "client_disconnect")
+            raise
+
+    @answers
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Triton's statistics of one model (``name``, optionally ``version``) or of every served one:
+        the numbers of the REST statistics routes (service/http/statistics.py), summed over every worker."""
+        if request.name:
+            pairs = [(request.name, (await self.models.get(request.name, request.version or None)).version)]
+        else:
+            pairs = sorted((n, served.version) for n, served in self.models.served.items())
+        # reads every worker's metric files: off the event loop
+        return codec.model_statistics(await asyncio.to_thread(stats.model_statistics, pairs))
 
     @answers
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
