@@ -218,6 +218,22 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         return self._deny
 
 
+class ReadinessHealth(health.aio.HealthServicer):
+    """``grpc.health.v1`` whose ``Check`` answers from readiness at the moment it is asked (the server's
+    poll, which keeps ``Watch`` streams current, may be up to ``HEALTH_POLL_S`` behind)."""
+
+    def __init__(self, ready: Any) -> None:
+        super().__init__()
+        self._ready = ready
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        if request.service in ("", SERVICE):
+            serving = self._ready()
+            await self.set(request.service, health_pb2.HealthCheckResponse.SERVING if serving
+                           else health_pb2.HealthCheckResponse.NOT_SERVING)  # ignored once shutting down
+        return await super().Check(request, context)
+
+
 class GrpcServer:
     """This worker's gRPC server: started with the worker, stopped on SIGTERM's drain or shutdown."""
 
@@ -226,7 +242,7 @@ class GrpcServer:
         self.settings = settings
         self.address = f"{settings.grpc_host}:{settings.grpc_port}"
         self.server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()
+        self.health = ReadinessHealth(models.is_ready)
         self.started = False
         self._tasks: list[asyncio.Task] = []
 
