@@ -16,6 +16,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # checkov pins ~40 packages (packaging<24 among them, which would hold pytest back): its own venv.
 SCAN_VENV  := .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
+# KServe's SDK pins protobuf<7 (the service's gRPC stubs need 7): its own venv for tests/test_grpc.py.
+KSERVE_VENV  := .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
 PORT   ?= 3000
 
 # Datasets: every command applies zoo/datadir.py's rule ($DATA_DIR, else ../shared/data, else ./data).
@@ -32,7 +35,7 @@ help:
 	@echo "make clean           remove the venv, build outputs and caches"
 	@echo "variables            PORT=3000, ORT=cpu|gpu (default: gpu where nvidia-smi answers), TORCH_INDEX=URL (README)"
 
-install: $(STAMP) $(SCAN_STAMP) test-tools
+install: $(STAMP) $(SCAN_STAMP) $(KSERVE_STAMP) test-tools
 
 # The two ONNX Runtime wheels share one import package: the other one goes first, both together.
 $(SERVE_STAMP): pyproject.toml
@@ -45,6 +48,11 @@ $(SERVE_STAMP): pyproject.toml
 
 $(STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install -q -e '.[$(ORT),dev]'
+	@touch $@
+
+$(KSERVE_STAMP): tests/kserve/requirements.txt
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install -q -r tests/kserve/requirements.txt
 	@touch $@
 
 $(SCAN_STAMP): deploy/k8s/requirements-scan.txt
@@ -73,7 +81,7 @@ serve: $(SERVE_STAMP)
 	$(BIN)/python -m export.bootstrap --quick
 	@$(BIN)/python -m service.serve --port $(PORT)
 
-test: $(STAMP) $(SCAN_STAMP) test-tools
+test: $(STAMP) $(SCAN_STAMP) $(KSERVE_STAMP) test-tools
 	CHECKOV=$(abspath $(SCAN_VENV))/bin/checkov $(BIN)/python -m pytest
 
 models: $(SERVE_STAMP)
@@ -93,5 +101,5 @@ protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. service/grpc/protos/grpc_service.proto
 
 clean:
-	rm -rf $(VENV) $(SCAN_VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache
+	rm -rf $(VENV) $(SCAN_VENV) $(KSERVE_VENV) build dist *.egg-info runs checkpoints artifacts .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

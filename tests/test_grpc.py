@@ -10,7 +10,10 @@ This process imports tritonclient's generated ``inference`` stubs, never the ser
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+from pathlib import Path
 
 import grpc
 import httpx
@@ -303,3 +306,24 @@ def test_a_second_server_on_a_taken_grpc_port_stops_with_one_line(grpc_zoo, tmp_
     assert f"MODEL_ZOO_GRPC_PORT={grpc_zoo.port}: cannot bind 127.0.0.1:{grpc_zoo.port} for gRPC" in out, out[-1500:]
     assert "Traceback" not in out, out[-1500:]
     assert grpc_zoo.client.is_server_ready()  # the first server serves on
+
+
+KSERVE_PYTHON = Path(__file__).resolve().parents[1] / ".venv-kserve" / "bin" / "python"
+
+
+def test_kserve_grpc_client_unchanged(grpc_zoo, tmp_path):
+    """KServe's own InferenceGRPCClient (kserve 0.21, in .venv-kserve: it pins protobuf<7) against the
+    service: ready, and ModelInfer on real MNIST digits gives the logits eager PyTorch gives."""
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"{KSERVE_PYTHON} is missing: `make test` makes it from tests/kserve/requirements.txt")
+    x = grpc_zoo.zoo.x_test[:16].numpy().astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([str(KSERVE_PYTHON), str(Path(__file__).parent / "kserve" / "infer.py"), grpc_zoo.target,
+                           TOKEN, "mnist-mlp", str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["ready"] is True and answer["model"] == "mnist-mlp" and answer["output"] == "logits"
+    logits = np.array(answer["logits"], dtype=np.float32)
+    with np.errstate(all="ignore"):
+        expected = grpc_zoo.zoo.mlp(grpc_zoo.zoo.x_test[:16]).detach().numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
