@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.store import BenchError, fill_store
+from zoo.datadir import default_data_dir
 
 BOUNDARY = "goodputboundary7f3a"
 
@@ -193,7 +194,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32, help="clients of the capacity run (default 32)")
     p.add_argument("--modes", default="deadline,none",
                    help="deadline: send Request-Timeout too; none: only give up (default both)")
-    p.add_argument("--data-dir", default="../shared/data", help="MNIST for the quick recipe (default ../shared/data)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="MNIST for the quick recipe (zoo.datadir's rule: $DATA_DIR, ...)")
     p.add_argument("--random-weights", action="store_true", help="no training: a randomly initialised model")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a MODEL_ZOO_* setting for the service (repeatable), e.g. MODEL_ZOO_MAX_QUEUE=64")
