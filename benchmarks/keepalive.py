@@ -227,8 +227,9 @@ async def open_loop(url: str, body: bytes, headers: dict[str, str], rate: float,
     elapsed = loop.time() - start
     gc.enable()
     await asyncio.sleep(give_up_s + 0.05)  # every arrival has its answer or has given up
-    pool.outcomes["gave_up"] += len(pool.waiting)
-    pool.waiting.clear()
+    if pool.waiting:  # arrivals that never got a connection
+        pool.outcomes["gave_up"] += len(pool.waiting)
+        pool.waiting.clear()
     pool.close_all()
     return {"sent": sent, "elapsed_s": elapsed, "outcomes": dict(pool.outcomes), "pool": size,
             "reconnects": pool.opened - opened_before, "max_lag_ms": 1e3 * max_lag,
