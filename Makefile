@@ -7,6 +7,7 @@ SERVE_STAMP := $(VENV)/.installed-serve
 STAMP  := $(VENV)/.installed-dev
 # ONNX Runtime for this host: the [gpu] extra (onnxruntime-gpu) where an NVIDIA driver answers, else [cpu].
 ORT    ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
+$(if $(filter cpu gpu,$(ORT)),,$(error ORT must be cpu or gpu (the extra that brings ONNX Runtime), not '$(ORT)'))
 OTHER_ORT := $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu)
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu installs torch and torchvision from that index first
 # (PyTorch's CPU-only wheels, no CUDA libraries); unset, the configured package index decides (README).

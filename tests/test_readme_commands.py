@@ -182,3 +182,9 @@ def test_serving_dependencies_hold_no_test_tool():
     assert tools <= dev, tools - dev
     assert not base & tools, base & tools
     assert not base & {"onnxruntime", "onnxruntime-gpu"}, "ONNX Runtime comes with the [cpu] or [gpu] extra"
+
+
+def test_an_unknown_onnx_runtime_extra_stops_make_in_one_line():
+    done = subprocess.run([shutil.which("make"), "-n", "serve", "ORT=cuda"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "ORT must be cpu or gpu" in done.stderr and "'cuda'" in done.stderr, done.stderr
