@@ -50,7 +50,8 @@ INTERNALS = {
     "timeout": "bentoml._internal.server.http.traffic.TimeoutMiddleware(app, timeout), its timeout attribute and "
                "_set_timer_out(waiter), imported by BentoML's app factory (base_app.py) when it builds the app",
     "protocol": "uvicorn.config.HTTP_PROTOCOLS['auto'] and the protocol's connection_made/on_response_complete/cycle, "
-                "and shutdown (called on every connection when uvicorn's graceful shutdown begins)",
+                "and shutdown (called on every connection when uvicorn's graceful shutdown begins); httptools' protocol's "
+                "parser attribute (feed_data) and send_400_response(msg), called when the parser refuses a request",
     "model_store": "bentoml._internal.configuration.containers.BentoMLContainer.model_store.get()._path",
 }
 METRICS_INTERNAL = INTERNALS["metrics"]

@@ -28,7 +28,7 @@ from service.control.repository import publish_initial
 from service.control.shared_state import SharedState
 from service.errors import InsufficientStorage
 from service.http import balance
-from service.http.connections import HeaderDeadline
+from service.http.connections import HeaderDeadline, NamedParseErrors
 from service.http.drain import DrainSignal
 from service.http.routes import RouteLabels, route_templates
 from zoo.families import load_plugins
@@ -61,5 +61,5 @@ def adapt_server(service: Any, app: Any, settings: Settings) -> None:
     within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
     adapters.install_route_labels(RouteLabels(route_templates(service, app)))
     adapters.install_timeout_middleware()  # BentoML's leaves a live timer per answered request (service/adapters.py)
-    adapters.install_http_protocol(HeaderDeadline, DrainSignal, balance.CountedConnections,
+    adapters.install_http_protocol(HeaderDeadline, NamedParseErrors, DrainSignal, balance.CountedConnections,
                                    header_timeout=settings.header_timeout_s)

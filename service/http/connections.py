@@ -1,4 +1,5 @@
-"""A deadline for a connection's request headers: a mixin over uvicorn's HTTP protocol classes.
+"""Connection-level mixins over uvicorn's HTTP protocol classes: a deadline for a connection's request
+headers, and a JSON 400 that says why the HTTP parser refused a request.
 
 BentoML runs uvicorn, whose only connection timeout is ``timeout_keep_alive`` (``bentoml serve
 --timeout-keep-alive N``, default 5 s), and uvicorn arms it only after a response: a connection that
@@ -10,12 +11,23 @@ arrived is never cut by it (slow bodies: service/http/bodies.py). service/adapte
 ``install_http_protocol`` puts it (and service/http/balance.py's connection count) over uvicorn's own
 protocol; tests/test_reliability_connections.py fails, naming the internal, when uvicorn changes what
 this relies on.
+
+``NamedParseErrors``: a request the HTTP parser itself refuses (with httptools, llhttp refuses
+``Content-Length`` together with ``Transfer-Encoding``, bad chunk framing, invalid header characters)
+never reaches the ASGI app, and uvicorn answers it with a plain-text ``Invalid HTTP request received.``
+that does not say what was wrong. The mixin keeps the parser's reason and answers the same 400, with
+the connection closed, as the service's JSON error: ``{"error": "malformed HTTP request: Transfer-Encoding
+can't be present with Content-Length"}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from service.http.responses import error_bytes
+
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
 
 
 class HeaderDeadline:
@@ -52,3 +64,39 @@ class HeaderDeadline:
         idle = cycle is armed_with and (cycle is None or cycle.response_complete)  # no new headers since
         if idle and not transport.is_closing() and transport.get_protocol() is self:  # not upgraded away
             transport.close()
+
+
+class _ReasonedParser:
+    """httptools' parser, keeping the reason of the error it raises (uvicorn drops it)."""
+
+    __slots__ = ("_parser", "error")
+
+    def __init__(self, parser: Any) -> None:
+        self._parser, self.error = parser, None
+
+    def feed_data(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except Exception as exc:  # httptools.HttpParserError, or HttpParserUpgrade (uvicorn handles it)
+            self.error = str(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+class NamedParseErrors:
+    """Mixin over uvicorn's HttpToolsProtocol / H11Protocol: the parser's refusals as JSON naming the reason."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        parser = getattr(self, "parser", None)  # httptools' (h11's protocol has none)
+        if parser is not None and hasattr(parser, "feed_data"):
+            self.parser = _ReasonedParser(parser)
+
+    def send_400_response(self, msg: str) -> None:
+        reason = getattr(getattr(self, "parser", None), "error", None)
+        body = error_bytes(f"malformed HTTP request: {reason or 'the HTTP parser refused it'}")
+        transport = self.transport  # type: ignore[attr-defined]
+        transport.write(BAD_REQUEST % len(body) + body)
+        transport.close()

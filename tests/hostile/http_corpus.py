@@ -12,6 +12,11 @@ import socket
 import time
 from dataclasses import dataclass
 
+# both framing headers: with httptools the parser refuses them ("malformed HTTP request: Transfer-Encoding
+# can't be present with Content-Length", service/http/connections.py), with h11 BodyLimit does
+# ("conflicting framing headers: Content-Length together with Transfer-Encoding"); each names the header
+FRAMING = "Transfer-Encoding"
+
 MiB = 2**20
 
 
@@ -29,9 +34,9 @@ def cases(path: str = "/v2/models/mnist-mlp/infer") -> list[Case]:
     post = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n".encode()
     return [
         Case("cl-and-te", "`Content-Length: 10` + `Transfer-Encoding: chunked`, 40 MiB sent", 
-             post + b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n", 40, 400, "conflicting framing headers"),
+             post + b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\n", 40, 400, FRAMING),
         Case("te-and-cl", "`Transfer-Encoding: chunked` before `Content-Length: 99999999`",
-             post + b"Transfer-Encoding: chunked\r\nContent-Length: 99999999\r\n", 40, 400, "conflicting framing headers"),
+             post + b"Transfer-Encoding: chunked\r\nContent-Length: 99999999\r\n", 40, 400, FRAMING),
         Case("chunked-over-cap", "chunked body of 40 MiB (cap 32), no Content-Length", post + b"Transfer-Encoding: chunked\r\n",
              40, 413, "over the cap of 33554432 bytes"),
         Case("declared-over-cap", "`Content-Length: 40 MiB` (refused before reading)",
