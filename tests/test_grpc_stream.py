@@ -3,7 +3,8 @@
 real MNIST digits answered as unary ModelInfer answers them, matched by request id; a bad message
 answered with an error naming it while the stream goes on; the token; Triton's statistics; a full
 queue, the stream's deadline and a cancelled stream behind a slow ``transfer-resnet18`` request; and
-an open stream ended UNAVAILABLE, not held, when the server stops.
+an open stream ended UNAVAILABLE, not held, when the server stops; and a flood of messages read no
+faster than it is answered (``MAX_STREAM_IN_FLIGHT``).
 
 This process imports tritonclient's ``inference`` stubs, never the service's own
 (service/grpc/protos/__init__.py says why).
@@ -11,8 +12,12 @@ This process imports tritonclient's ``inference`` stubs, never the service's own
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +33,7 @@ pytestmark = pytest.mark.slow
 SLOW = "transfer-resnet18"
 QUEUE = 3  # requests the slow model may hold queued (MODEL_ZOO_MAX_QUEUE)
 GRACE_S = 10.0  # service/grpc/server.py's (never imported here: it imports the service's stubs)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Answers:
@@ -235,3 +241,46 @@ def test_an_open_stream_ends_unavailable_when_the_server_stops(zoo_server, tmp_p
     assert answers.ids == ["one"], answers.messages()
     assert answers.errors[0].status() == "StatusCode.UNAVAILABLE" and "shutting down" in answers.errors[0].message()
     assert took < GRACE_S, took  # an idle stream held until the grace ran out would take longer
+
+
+# service/grpc/stream.py driven by a client that sends without end, whose messages are answered only
+# once released: in a process of its own, as it imports the service's stubs
+FLOOD = """
+import asyncio, json
+import grpc
+from service.grpc import stream
+from service.grpc.protos import grpc_service_pb2 as pb
+
+class Context:  # the servicer context's reader-writer API
+    def __init__(self, n):
+        self.n, self.reads, self.written = n, 0, []
+    async def read(self):
+        self.reads += 1
+        return pb.ModelInferRequest(id=str(self.reads)) if self.reads <= self.n else grpc.aio.EOF
+    async def write(self, answer):
+        self.written.append(answer.infer_response.id)
+
+async def main():
+    release = asyncio.Event()
+    async def infer(request):
+        await release.wait()
+        return pb.ModelInferResponse(id=request.id)
+    context = Context(10 * stream.MAX_STREAM_IN_FLIGHT)
+    call = asyncio.ensure_future(stream.Streams().answer(context, infer))
+    await asyncio.sleep(0.5)
+    held = context.reads
+    release.set()
+    await asyncio.wait_for(call, 60)
+    print(json.dumps({"bound": stream.MAX_STREAM_IN_FLIGHT, "held": held, "sent": context.n,
+                      "written": sorted(map(int, context.written))}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_flood_of_messages_is_read_no_faster_than_it_is_answered():
+    done = subprocess.run([sys.executable, "-c", FLOOD], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["held"] == out["bound"]  # reading waited at the bound while nothing was answered
+    assert out["written"] == list(range(1, out["sent"] + 1))  # then every message was answered once
