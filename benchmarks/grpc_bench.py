@@ -1,4 +1,4 @@
-"""The gRPC part: ModelInfer against OIP REST binary on the same ``mnist-mlp``, with C load generators.
+"""The gRPC part: unary and streaming ModelInfer against OIP REST binary on ``mnist-mlp``, C load generators.
 
     python -m benchmarks.grpc_bench --random-weights --duration 3     # or: python -m benchmarks.run --parts grpc
 
@@ -11,6 +11,12 @@ concurrency (``LEVELS``) each protocol gets an untimed warm-up, then a timed clo
   HTTP statuses only, and a gRPC error is HTTP 200 with a ``grpc-status`` trailer: so the model's
   Triton statistics (``success`` count) must grow by the answers h2load counted (give or take the
   calls in flight when a run starts or stops).
+- gRPC stream (``grpc-stream``): h2load replays a body of ``STREAM_K`` such frames (distinct ids) on
+  ``ModelStreamInfer``, one stream per h2load request, with C / ``STREAM_K`` clients, so that C
+  requests are in flight at once (at c=1: one client, streams of one message). Its requests/s counts
+  messages (streams/s x messages per stream); its p50/p99 are a whole stream's (every message
+  answered). An error inside a stream is a ``ModelStreamInferResponse`` with ``error_message``, under
+  HTTP 200 and grpc-status 0: the server's success count is checked as for unary calls.
 - REST: ``wrk`` (benchmarks/loadgen.py) posts the same tensor as OIP binary (JSON header + raw bytes).
 
 Each record: requests/s, p50/p99 (h2load's per-request log; wrk's histogram) and the generator's CPU
@@ -38,6 +44,8 @@ from benchmarks.store import BenchError
 MODEL = "mnist-mlp"
 LEVELS = (1, 32)
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
+STREAM_K = 8  # messages per replayed stream (fewer at a level below it)
 REST_PATH = f"/v2/models/{MODEL}/infer"
 
 
@@ -45,16 +53,24 @@ def tensor(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((1, 784), dtype=np.float32)  # (1, 784) pixels in [0, 1)
 
 
-def grpc_body(x: np.ndarray, out: Path) -> Path:
-    """One length-prefixed gRPC message: ``ModelInferRequest`` with ``x`` in ``raw_input_contents``."""
+def grpc_body(x: np.ndarray, out: Path, ids: tuple[str, ...] = ("",)) -> Path:
+    """Length-prefixed gRPC messages, one per id: ``ModelInferRequest`` with ``x`` in ``raw_input_contents``."""
     from service.grpc.protos import grpc_service_pb2 as pb  # this process never imports tritonclient
 
-    request = pb.ModelInferRequest(model_name=MODEL)
-    request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.astype("<f4").tobytes())
-    message = request.SerializeToString()
-    out.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    frames = []
+    for rid in ids:
+        request = pb.ModelInferRequest(model_name=MODEL, id=rid)
+        request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.astype("<f4").tobytes())
+        message = request.SerializeToString()
+        frames.append(b"\x00" + struct.pack(">I", len(message)) + message)
+    out.write_bytes(b"".join(frames))
     return out
+
+
+def stream_messages(concurrency: int) -> int:
+    """Messages per replayed stream at a level: ``STREAM_K``, or the level itself below it."""
+    return min(STREAM_K, concurrency)
 
 
 def rest_manifest(x: np.ndarray, out: Path) -> Path:
@@ -76,12 +92,16 @@ def h2load_binary() -> str:
     return exe
 
 
-def run_h2load(target: str, concurrency: int, duration: float, body: Path, log: Path) -> dict[str, Any]:
-    """One closed-loop h2load run (one connection per client, one stream each); a record like run_wrk's."""
+def run_h2load(target: str, concurrency: int, duration: float, body: Path, log: Path, path: str = GRPC_PATH,
+               messages: int = 1) -> dict[str, Any]:
+    """One closed-loop h2load run (one connection per client, one stream each); a record like run_wrk's.
+    ``messages``: gRPC messages in ``body``, all answered on one stream (``concurrency // messages``
+    clients); ``ok`` and requests/s count messages, the latencies are per stream."""
     secs = max(1, math.ceil(duration))
-    cmd = [h2load_binary(), "--clients", str(concurrency), "--threads", "1", "--max-concurrent-streams", "1",
+    clients = max(1, concurrency // messages)
+    cmd = [h2load_binary(), "--clients", str(clients), "--threads", "1", "--max-concurrent-streams", "1",
            "--duration", str(secs), "--data", str(body), "--header", "content-type: application/grpc",
-           "--header", "te: trailers", "--log-file", str(log), f"http://{target}{GRPC_PATH}"]
+           "--header", "te: trailers", "--log-file", str(log), f"http://{target}{path}"]
     log.unlink(missing_ok=True)  # h2load appends
     cpu0 = _children_cpu_s()
     try:
@@ -95,11 +115,13 @@ def run_h2load(target: str, concurrency: int, duration: float, body: Path, log: 
     rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
     statuses = [int(r[1]) for r in rows]
     latencies_us = np.array([int(r[2]) for r in rows if int(r[1]) == 200], dtype=np.float64)
-    ok = len(latencies_us)
+    streams = len(latencies_us)
+    ok = streams * messages
     wall = float(secs)
+    extra = {"clients": clients, "messages_per_stream": messages, "streams": streams} if path == STREAM_PATH else {}
     return {
-        "concurrency": concurrency, "requests": len(rows), "ok": ok,
-        "errors": {"non-200": len(statuses) - ok} if len(statuses) != ok else {},
+        "concurrency": concurrency, "requests": len(rows) * messages, "ok": ok,
+        "errors": {"non-200": len(statuses) - streams} if len(statuses) != streams else {}, **extra,
         "wall_s": wall, "requests_per_s": round(ok / wall, 2),
         "p50_ms": round(float(np.percentile(latencies_us, 50)) / 1e3, 3) if ok else None,
         "p99_ms": round(float(np.percentile(latencies_us, 99)) / 1e3, 3) if ok else None,
@@ -114,7 +136,7 @@ def successes(url: str) -> int:
 
 
 def run_grpc(home: Path, work: Path, duration: float, warm_s: float, levels: tuple[int, ...] = LEVELS) -> dict:
-    """The part's records: per level, gRPC then REST binary, on one server serving both."""
+    """The part's records: per level, gRPC unary, gRPC stream, then REST binary, on one server serving both."""
     from benchmarks.servers import free_port, start_service
 
     work.mkdir(parents=True, exist_ok=True)
@@ -124,18 +146,25 @@ def run_grpc(home: Path, work: Path, duration: float, warm_s: float, levels: tup
     env = {"MODEL_ZOO_GRPC_PORT": str(port), "MODEL_ZOO_GRPC_HOST": "127.0.0.1", "MODEL_ZOO_MODELS": MODEL}
     server = start_service(home, work / "service.log", env)
     target, records = f"127.0.0.1:{port}", []
+
+    def h2load(protocol: str, c: int, path: str, body: Path, messages: int = 1) -> None:
+        run_h2load(target, c, warm_s, body, work / "warm.log", path, messages)
+        before = successes(server.url)
+        rec = run_h2load(target, c, duration, body, work / f"h2load-{protocol}-c{c}.log", path, messages)
+        counted = successes(server.url) - before
+        # a gRPC error is HTTP 200 too: only the server's count tells. Up to c requests of the warm-up
+        # finish after ``before`` is read, and up to c are cut off at the end (answered, not counted)
+        if not rec["ok"] <= counted <= rec["ok"] + 2 * c:
+            raise BenchError(f"{protocol} c={c}: h2load counted {rec['ok']} answers, the server {counted} successes "
+                             f"(log: {work / 'service.log'})")
+        records.append({"protocol": protocol, **rec})
+
     try:
         for c in levels:
-            run_h2load(target, c, warm_s, body, work / "warm.log")
-            before = successes(server.url)
-            rec = run_h2load(target, c, duration, body, work / f"h2load-c{c}.log")
-            counted = successes(server.url) - before
-            # a gRPC error is HTTP 200 too: only the server's count tells. Up to c calls of the warm-up
-            # finish after ``before`` is read, and up to c are cut off at the end (answered, not counted)
-            if not rec["ok"] <= counted <= rec["ok"] + 2 * c:
-                raise BenchError(f"gRPC c={c}: h2load counted {rec['ok']} answers, the server {counted} successes "
-                                 f"(log: {work / 'service.log'})")
-            records.append({"protocol": "grpc", **rec})
+            h2load("grpc", c, GRPC_PATH, body)
+            k = stream_messages(c)
+            frames = grpc_body(x, work / f"stream-{k}.grpc", tuple(f"m{i}" for i in range(k)))
+            h2load("grpc-stream", c, STREAM_PATH, frames, k)
             run_wrk(server.url, REST_PATH, c, warm_s, manifest, 1)
             records.append({"protocol": "rest-binary", **run_wrk(server.url, REST_PATH, c, duration, manifest, 1)})
     finally:

@@ -1,7 +1,8 @@
 """gRPC: the KServe v2 / Triton ``inference.GRPCInferenceService`` beside REST, in every worker.
 
 ``MODEL_ZOO_GRPC_PORT`` turns it on (service/config.py); service/grpc/server.py is the server,
-service/grpc/codec.py the messages, service/grpc/protos/ the proto file and its generated stubs.
+service/grpc/stream.py its ModelStreamInfer, service/grpc/codec.py the messages, service/grpc/protos/
+the proto file and its generated stubs.
 Nothing here is imported while the port is unset.
 """
 

@@ -10,17 +10,23 @@ Protocol over REST (service/http/oip.py), through the same served-model interfac
     results = await model.predict_tensors(await model.decode_tensors(request))
     answer  = infer_response(..., output_tensors(model, request, results))   # raw_output_contents
 
+ModelInfer answers one request per call; ModelStreamInfer (service/grpc/stream.py) answers every
+message of a bidirectional stream through the same ``InferenceServicer.infer``, concurrently (at most
+``MAX_STREAM_IN_FLIGHT`` per stream: reading waits at the bound), one answer per message as it
+completes, a client's mistake answering only its own message (``error_message``).
+
 Errors: a ``ServiceError`` becomes the status its HTTP status stands for (``STATUS``), with its message;
 a client's mistake is never INTERNAL or UNKNOWN. Messages over ``MODEL_ZOO_MAX_BODY_MB`` are refused by
 grpc itself (RESOURCE_EXHAUSTED), and so is request metadata over ``MAX_METADATA_BYTES``. The call's
 deadline is the request's deadline (service/core/deadlines.py, as REST's ``Request-Timeout``): one that
 passes while the request is queued is answered DEADLINE_EXCEEDED at once and its rows are never
-computed, and a call the client cancels is dropped before it is computed. ModelInfer fills the same
-per-request timing record and statistics as REST (service/core/timing.py, service/core/stats.py), so
-Triton's statistics (``ModelStatistics`` here, the REST statistics routes) and the Prometheus series
-count gRPC inferences too. With ``MODEL_ZOO_API_TOKEN`` set, every call but ServerLive, ServerReady
-and the health service needs ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED without it),
-as REST leaves only its health routes open (service/http/auth.py).
+computed, and a call the client cancels is dropped before it is computed (on a stream: every message in
+flight). ModelInfer and each stream message fill the same per-request timing record and statistics as
+REST (service/core/timing.py, service/core/stats.py), so Triton's statistics (``ModelStatistics`` here,
+the REST statistics routes) and the Prometheus series count gRPC inferences too. With
+``MODEL_ZOO_API_TOKEN`` set, every call (a stream too) but ServerLive, ServerReady and the health
+service needs ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED without it), as REST leaves
+only its health routes open (service/http/auth.py).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from service.errors import BadRequest, InvalidModelName, NotInStore, ServiceErro
 from service.grpc import codec
 from service.grpc.protos import grpc_service_pb2 as pb
 from service.grpc.protos import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.stream import Streams
 from service.http import oip
 from service.http.auth import presented_token, token_from_env
 from service.http.drain import process_drain
@@ -49,6 +56,7 @@ logger = logging.getLogger("model_zoo.grpc")
 SERVICE = "inference.GRPCInferenceService"
 OPEN_METHODS = frozenset({f"/{SERVICE}/ServerLive", f"/{SERVICE}/ServerReady",
                           "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+STREAM_METHODS = frozenset({f"/{SERVICE}/ModelStreamInfer"})  # request-streaming methods that need the token
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 403: grpc.StatusCode.PERMISSION_DENIED,
           404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
           409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -95,6 +103,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, models: ModelManager) -> None:
         self.models = models
+        self.streams = Streams()  # the open ModelStreamInfer calls
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -122,10 +131,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = await self.models.get(request.name, request.version or None)
         return codec.model_metadata(oip.metadata(request.name, model))
 
-    @answers
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """As OIP REST's infer (service/http/oip.py): phases into the timing record, the answer into the
-        model's statistics, the call's deadline and cancellation to the batcher."""
+    async def infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """One ``ModelInferRequest`` -> its ``ModelInferResponse`` (``ServiceError`` for the client's
+        mistakes), for ModelInfer and for each message of ModelStreamInfer. As OIP REST's infer
+        (service/http/oip.py): phases into the timing record, the answer into the model's statistics,
+        the call's deadline and cancellation to the batcher."""
         record, model, name = timing.start(request.id), None, request.model_name
         deadline = call_deadline(context)
         try:
@@ -156,6 +166,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if model is not None:
                 stats.failed(model.name, record, "client_disconnect")
             raise
+
+    @answers
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self.infer(request, context)
+
+    async def ModelStreamInfer(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        """Every message through ``infer``, concurrently; an answer per message as it completes
+        (service/grpc/stream.py reads and writes through ``context``; ``requests`` is its reader)."""
+        await self.streams.answer(context, lambda request: self.infer(request, context))
 
     @answers
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -207,6 +226,8 @@ class TokenCheck(grpc.aio.ServerInterceptor):
                                 "unauthorized: send metadata 'authorization: Bearer <token>' (MODEL_ZOO_API_TOKEN)")
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        # a stream is denied before any message is read (a unary handler would wait for the first one)
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny)
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         if details.method in OPEN_METHODS:
@@ -215,7 +236,7 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         given = presented_token(headers)
         if given is not None and hmac.compare_digest(given, self.token):
             return await continuation(details)
-        return self._deny
+        return self._deny_stream if details.method in STREAM_METHODS else self._deny
 
 
 class ReadinessHealth(health.aio.HealthServicer):
@@ -242,6 +263,7 @@ class GrpcServer:
         self.settings = settings
         self.address = f"{settings.grpc_host}:{settings.grpc_port}"
         self.server: grpc.aio.Server | None = None
+        self.servicer: InferenceServicer | None = None
         self.health = ReadinessHealth(models.is_ready)
         self.started = False
         self._tasks: list[asyncio.Task] = []
@@ -254,7 +276,8 @@ class GrpcServer:
                      ("grpc.max_receive_message_length", self.settings.max_body_bytes),  # REST's body cap
                      ("grpc.max_send_message_length", -1),  # answers are bounded by the request caps
                      ("grpc.max_metadata_size", MAX_METADATA_BYTES)])
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.models), self.server)
+        self.servicer = InferenceServicer(self.models)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.server.add_insecure_port(self.address)  # RuntimeError naming the address when it cannot bind
         await self.server.start()
@@ -287,5 +310,7 @@ class GrpcServer:
             if task is not asyncio.current_task():
                 task.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.servicer is not None:
+            self.servicer.streams.close()  # open streams answer what they read, then end UNAVAILABLE
         await server.stop(GRACE_S)
         logger.info("gRPC server on %s stopped (worker %d)", self.address, self.models.worker)
