@@ -22,6 +22,7 @@ from service.config import settings
 from service.control.manager import ModelManager
 from service.grpc import grpc_server
 from service.http import balance, routes
+from service.http.admission import AdmitWhileCurrent
 from service.http.auth import BearerAuth
 from service.http.bodies import SlowBodies
 from service.http.json_errors import JsonErrors
@@ -77,7 +78,8 @@ MODELS_APP.state.service = ModelZoo  # its OpenAPI document (service/http/openap
 # `bentoml build` packs the models the service starts with.
 ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desired().models.values())
 
-# Outermost first: a worker holding more than its share of keep-alive connections asks the client to
+# Outermost first: while this worker's event loop is more than MODEL_ZOO_SHED_LAG_MS behind, an inference
+# request gets 503 before anything else is done for it (service/http/admission.py); a worker holding more than its share of keep-alive connections asks the client to
 # reconnect (service/http/balance.py); an answer sent before the body was read waits while a bounded rest
 # of the body is read and discarded, so a client still sending gets it, not a reset (service/http/linger.py);
 # a request a web page could have made on its own (a foreign Origin
@@ -85,6 +87,7 @@ ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desi
 # is refused before its body is read (service/http/auth.py; off unless MODEL_ZOO_API_TOKEN is set), then
 # bodies over the size cap get 413
 # (counted as received); innermost, the router's plain-text 404/405 become JSON and its redirects relative.
+ModelZoo.add_asgi_middleware(AdmitWhileCurrent, shed_lag_ms=settings().shed_lag_ms)
 ModelZoo.add_asgi_middleware(RequestIds)  # X-Request-Id on every answer, Server-Timing on inference answers
 ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(LingeringClose)
