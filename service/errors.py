@@ -106,6 +106,18 @@ class Overloaded(ServiceError):
         )
 
 
+class Behind(ServiceError):
+    """This worker's event loop runs more than ``MODEL_ZOO_SHED_LAG_MS`` behind: an inference request is
+    refused before it is read (503 + Retry-After; service/http/admission.py)."""
+
+    status = 503
+
+    def __init__(self, lag_s: float, limit_s: float) -> None:
+        super().__init__(f"overloaded: this worker is {lag_s * 1e3:.0f} ms behind its requests "
+                         f"(MODEL_ZOO_SHED_LAG_MS={limit_s * 1e3:g}); retry after a short backoff",
+                         headers={"Retry-After": "1"})
+
+
 class QueueFull(ServiceError):
     """A model's queue is at its bound (``MODEL_ZOO_MAX_QUEUE`` requests, or ``MODEL_ZOO_MAX_QUEUE_DELAY_MS``
     of waiting): 429 + Retry-After, the client backs off (service/core/deadlines.py)."""

@@ -130,3 +130,39 @@ def test_the_threshold_setting(monkeypatch):
         monkeypatch.setenv("MODEL_ZOO_SHED_LAG_MS", bad)
         with pytest.raises(ConfigError, match="MODEL_ZOO_SHED_LAG_MS"):
             Settings.from_env()
+
+
+def test_grpc_inference_is_refused_unavailable_while_the_loop_lags():
+    from service.errors import Behind
+    from service.grpc.protos import grpc_service_pb2 as pb
+    from service.grpc.server import InferenceServicer, status_of
+
+    class NoModels:  # never reached while the loop lags; reached (and refusing) once it has caught up
+        def use(self, name, version):
+            raise LookupError(name)
+
+    class Call:  # the call's context: no deadline
+        def time_remaining(self):
+            return None
+
+    servicer = InferenceServicer(NoModels(), shed_lag_ms=50)
+    request = pb.ModelInferRequest(model_name="mnist-mlp", id="r1")
+
+    async def main() -> tuple[BaseException, BaseException]:
+        async def attempt() -> BaseException:
+            try:
+                await servicer.infer(request, Call())
+            except BaseException as exc:  # noqa: BLE001 - the test looks at which
+                return exc
+            raise AssertionError("answered")
+
+        await attempt()  # starts the lag timer on this loop
+        await hold_loop(BLOCK_S)
+        behind = await attempt()
+        await asyncio.sleep(0.08)
+        return behind, await attempt()
+
+    behind, after = asyncio.run(main())
+    assert isinstance(behind, Behind) and status_of(behind).name == "UNAVAILABLE", behind
+    assert "MODEL_ZOO_SHED_LAG_MS=50" in behind.message
+    assert isinstance(after, LookupError)  # caught up: the request went on to the models

@@ -42,12 +42,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from service.config import Settings
 from service.control.manager import ModelManager
 from service.core import deadlines, stats, timing
-from service.errors import BadRequest, InvalidModelName, NotInStore, ServiceError
+from service.errors import BadRequest, Behind, InvalidModelName, NotInStore, ServiceError
 from service.grpc import codec
 from service.grpc.protos import grpc_service_pb2 as pb
 from service.grpc.protos import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.stream import Streams
-from service.http import oip
+from service.http import admission, oip
 from service.http.auth import presented_token, token_from_env
 from service.http.drain import process_drain
 
@@ -101,8 +101,9 @@ def client_gone(context: grpc.aio.ServicerContext) -> Callable[[], Awaitable[boo
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 / Triton over gRPC, answered by this worker's models (as service/http/oip.py over REST)."""
 
-    def __init__(self, models: ModelManager) -> None:
+    def __init__(self, models: ModelManager, shed_lag_ms: float = 0.0) -> None:
         self.models = models
+        self.shed_s = shed_lag_ms / 1e3  # service/http/admission.py: UNAVAILABLE while the loop lags more
         self.streams = Streams()  # the open ModelStreamInfer calls
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -136,6 +137,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         mistakes), for ModelInfer and for each message of ModelStreamInfer. As OIP REST's infer
         (service/http/oip.py): phases into the timing record, the answer into the model's statistics,
         the call's deadline and cancellation to the batcher."""
+        if admission.LAG.behind(self.shed_s):  # as REST's edge: refused before it is decoded
+            admission.shed(self.shed_s)
+            raise Behind(admission.LAG.lag, self.shed_s)
         record, model, name = timing.start(request.id), None, request.model_name
         deadline = call_deadline(context)
         try:
@@ -276,7 +280,7 @@ class GrpcServer:
                      ("grpc.max_receive_message_length", self.settings.max_body_bytes),  # REST's body cap
                      ("grpc.max_send_message_length", -1),  # answers are bounded by the request caps
                      ("grpc.max_metadata_size", MAX_METADATA_BYTES)])
-        self.servicer = InferenceServicer(self.models)
+        self.servicer = InferenceServicer(self.models, self.settings.shed_lag_ms)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.server.add_insecure_port(self.address)  # RuntimeError naming the address when it cannot bind

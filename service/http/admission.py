@@ -36,6 +36,7 @@ import logging
 import time
 from typing import Any
 
+from service.errors import Behind
 from service.http.request_ids import request_id
 from service.http.responses import error_bytes
 
@@ -93,7 +94,7 @@ class LoopLag:
         self._handle = loop.call_at(self._due, self._tick)
 
 
-LAG = LoopLag()  # this worker's: its HTTP middleware and its gRPC server (service/grpc/server.py) read it
+LAG = LoopLag()  # this worker's: its HTTP middleware and its gRPC server (service/grpc/server.py, UNAVAILABLE) read it
 
 
 @functools.cache
@@ -142,8 +143,6 @@ class AdmitWhileCurrent:
         self.lag = LAG
         if shed_lag_ms > 0:
             LAG.gauge = lag_gauge()
-        self._shed = 0  # refusals since the last log line
-        self._logged = 0.0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.lag.behind(self.limit_s) and is_inference(scope):
@@ -152,9 +151,7 @@ class AdmitWhileCurrent:
         await self.app(scope, receive, send)
 
     async def _refuse(self, scope: dict, send: Any) -> None:
-        lag_ms = self.lag.lag * 1e3
-        body = error_bytes(f"overloaded: this worker is {lag_ms:.0f} ms behind its requests "
-                           f"(MODEL_ZOO_SHED_LAG_MS={self.limit_s * 1e3:g}); retry after a short backoff")
+        body = error_bytes(Behind(self.lag.lag, self.limit_s).message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"retry-after", b"1"), (b"x-request-id", request_id(scope["headers"]).encode("ascii"))]
         if not small_body(scope["headers"]):
@@ -164,10 +161,18 @@ class AdmitWhileCurrent:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        shed_counter().inc()
-        self._shed += 1
-        now = time.monotonic()
-        if now - self._logged >= LOG_EVERY_S:
-            logger.warning("shed %d inference request(s) with 503: event loop %.0f ms behind (MODEL_ZOO_SHED_LAG_MS=%g)",
-                           self._shed, lag_ms, self.limit_s * 1e3)
-            self._shed, self._logged = 0, now
+        shed(self.limit_s)
+
+
+_log = {"shed": 0, "at": 0.0}  # refusals since the last log line, and when it was written
+
+
+def shed(limit_s: float) -> None:
+    """Count one refusal (HTTP or gRPC), and log the count once per ``LOG_EVERY_S``."""
+    shed_counter().inc()
+    _log["shed"] += 1
+    now = time.monotonic()
+    if now - _log["at"] >= LOG_EVERY_S:
+        logger.warning("shed %d inference request(s): event loop %.0f ms behind (MODEL_ZOO_SHED_LAG_MS=%g)",
+                       _log["shed"], LAG.lag * 1e3, limit_s * 1e3)
+        _log["shed"], _log["at"] = 0, now
