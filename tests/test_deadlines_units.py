@@ -98,6 +98,35 @@ def test_a_queued_request_past_its_deadline_is_answered_at_once_and_never_comput
     asyncio.run(main())
 
 
+def test_a_wait_woken_before_the_deadline_waits_again_and_is_not_a_queue_delay(monkeypatch):
+    """uvloop's timers may fire up to a millisecond early: the wake finds neither the deadline passed nor
+    a queue delay (none is set) and waits again, so the answer is still the deadline's 504 (it was a 429
+    "waited 0 ms in the queue")."""
+    real_wait, early = asyncio.wait, []
+
+    async def wakes_early_once(tasks, timeout=None):
+        if timeout is not None and not early:
+            early.append(timeout)
+            return set(), set(tasks)  # woken with the deadline not yet due
+        return await real_wait(tasks, timeout=timeout)
+
+    monkeypatch.setattr(deadlines.asyncio, "wait", wakes_early_once)
+
+    async def main() -> None:
+        batcher, model, counted = await held_batcher()
+        first = await start_held_batch(batcher, model)
+        with client_wait(Deadline.after(0.05, "test deadline")):
+            with pytest.raises(DeadlineExceeded):
+                await batcher(row(2.0))
+        model.release()
+        await first
+        batcher.shutdown()
+        assert counted.counts == {"deadline": 1}
+
+    asyncio.run(main())
+    assert early  # the early wake happened
+
+
 def test_a_request_whose_deadline_has_passed_is_refused_before_it_is_queued():
     async def main() -> None:
         batcher, model, counted = await held_batcher()

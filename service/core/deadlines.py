@@ -259,7 +259,10 @@ class ModelQueue:
                     return task.result()
                 if deadline is not None and deadline.expired():  # its rows are skipped when its batch is formed
                     raise self._drop(ticket, "deadline", deadline_exceeded(self.model, deadline))
-                if ticket.state == "queued" and time.monotonic() >= ticket.enqueued + policy.max_delay_s:
+                # (a timer may wake the wait before the deadline is due, uvloop's by up to a millisecond: then
+                # neither applies and it waits again; with no queue delay set there is none to pass)
+                if (policy.max_delay_s and ticket.state == "queued"
+                        and time.monotonic() >= ticket.enqueued + policy.max_delay_s):
                     raise self._drop(ticket, "queue_delay", queue_full(self.model, policy, "queue_delay"))
                 # formed into a batch meanwhile: only the deadline is left to wait for
         finally:
