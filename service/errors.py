@@ -112,10 +112,16 @@ class Behind(ServiceError):
 
     status = 503
 
-    def __init__(self, lag_s: float, limit_s: float) -> None:
-        super().__init__(f"overloaded: this worker is {lag_s * 1e3:.0f} ms behind its requests "
+    def __init__(self, lag_s: float, limit_s: float, message: str | None = None) -> None:
+        super().__init__(message or f"overloaded: this worker is {lag_s * 1e3:.0f} ms behind its requests "
                          f"(MODEL_ZOO_SHED_LAG_MS={limit_s * 1e3:g}); retry after a short backoff",
                          headers={"Retry-After": "1"})
+
+    @classmethod
+    def ahead(cls, waiting: int, wait_s: float, timeout_s: float) -> "Behind":
+        """The requests ahead would take more of the client's ``Request-Timeout`` than it leaves to answer."""
+        return cls(wait_s, 0.0, f"overloaded: {waiting} requests ahead of this one would take about "
+                   f"{wait_s * 1e3:.0f} ms of its {timeout_s * 1e3:.0f} ms Request-Timeout; retry after a short backoff")
 
 
 class QueueFull(ServiceError):

@@ -11,15 +11,17 @@ import time
 import pytest
 
 from service.config import ConfigError, Settings
-from service.http.admission import AdmitWhileCurrent, LoopLag
+from service.http.admission import SUSTAINED, AdmitWhileCurrent, LoopLag
 
 BLOCK_S = 0.12  # how long the loop is held up (a backlog of requests in one iteration)
 
 
-async def hold_loop(seconds: float) -> None:
-    """Hold this thread's loop up for ``seconds`` in one callback, then let the lag timer run."""
-    asyncio.get_running_loop().call_soon(time.sleep, seconds)
-    await asyncio.sleep(0.012)  # the sleeping callback, then the late tick (its period is 5 ms)
+async def hold_loop(seconds: float, times: int = SUSTAINED) -> None:
+    """Hold this thread's loop up for ``seconds`` in one callback ``times`` times in a row, each followed by a
+    tick of the lag timer (a backlog the loop does not work off holds every iteration up)."""
+    for _ in range(times):
+        asyncio.get_running_loop().call_soon(time.sleep, seconds)
+        await asyncio.sleep(0.006)  # the sleeping callback, then the late tick (its period is 5 ms)
 
 
 class Inner:
@@ -49,20 +51,24 @@ async def call(app, method: str, path: str, headers: list[tuple[bytes, bytes]] |
     return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in messages[1:])
 
 
-def test_loop_lag_follows_a_held_up_loop_and_decays_once_it_runs_freely():
+def test_loop_lag_follows_a_loop_held_up_iteration_after_iteration_not_one_slow_iteration():
     async def main() -> tuple[float, float, float]:
         lag = LoopLag()
         lag.start(asyncio.get_running_loop())
         await asyncio.sleep(0.05)
         idle = lag.lag
+        await hold_loop(BLOCK_S, times=1)
+        once = lag.lag
+        await asyncio.sleep(0.03)
         await hold_loop(BLOCK_S)
         held = lag.lag
-        await asyncio.sleep(0.08)  # 16 ticks on time: the estimate halves on each
+        await asyncio.sleep(0.03)  # ticks on time again
         lag.stop()
-        return idle, held, lag.lag
+        return idle, once, held, lag.lag
 
-    idle, held, after = asyncio.run(main())
+    idle, once, held, after = asyncio.run(main())
     assert idle < 0.02, idle
+    assert once < 0.02, once  # one slow iteration is not a backlog
     assert BLOCK_S * 0.8 < held < BLOCK_S + 0.1, held
     assert after < 0.01, after
 
@@ -166,3 +172,50 @@ def test_grpc_inference_is_refused_unavailable_while_the_loop_lags():
     assert isinstance(behind, Behind) and status_of(behind).name == "UNAVAILABLE", behind
     assert "MODEL_ZOO_SHED_LAG_MS=50" in behind.message
     assert isinstance(after, LookupError)  # caught up: the request went on to the models
+
+
+def test_a_request_whose_deadline_the_requests_ahead_would_use_up_is_refused_before_it_is_read():
+    class Held(Inner):
+        """Answers after ``delay_s``, or once ``release`` is set for paths under /models/."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def __call__(self, scope: dict, receive, send) -> None:
+            if scope["path"].startswith("/models/"):
+                await self.release.wait()
+            else:
+                await asyncio.sleep(0.002)
+            await super().__call__(scope, receive, send)
+
+    inner = Held()
+    app = AdmitWhileCurrent(inner, shed_lag_ms=0)  # the lag rule off: only the deadline rule acts
+
+    def timeout(seconds: str) -> list[tuple[bytes, bytes]]:
+        return [(b"content-length", b"900"), (b"request-timeout", seconds.encode())]
+
+    async def main() -> dict:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.25:  # answers one at a time: the worker's rate, a few hundred a second
+            await call(app, "POST", "/classify_digit")
+        ahead = [asyncio.ensure_future(call(app, "POST", "/models/mnist-mlp/classify")) for _ in range(40)]
+        await asyncio.sleep(0.01)
+        out = {"rate": app.rate, "in_flight": app.in_flight,
+               "short": await call(app, "POST", "/classify_digit", timeout("0.05")),
+               "long": await call(app, "POST", "/classify_digit", timeout("5")),
+               "none": await call(app, "POST", "/classify_digit"),
+               "malformed": await call(app, "POST", "/classify_digit", timeout("soon"))}
+        inner.release.set()
+        await asyncio.gather(*ahead)
+        out["after"] = await call(app, "POST", "/classify_digit", timeout("0.05"))
+        return out
+
+    out = asyncio.run(main())
+    assert 100 < out["rate"] < 600 and out["in_flight"] == 40, out
+    status, headers, body = out["short"]
+    message = json.loads(body)["error"]
+    assert status == 503 and headers[b"retry-after"] == b"1", out["short"]
+    assert "40 requests ahead" in message and "50 ms Request-Timeout" in message, message
+    for case in ("long", "none", "malformed", "after"):  # the route answers a malformed header's 400
+        assert out[case][0] == 200, case

@@ -1,4 +1,4 @@
-"""Admission at the edge: a worker whose event loop has fallen behind answers new inference requests 503 at once.
+"""Admission at the edge: a request this worker cannot answer in time gets 503 before it is read.
 
 Past capacity, the waiting happens before any code of ours sees a request: in the kernel's socket
 buffers and accept queue, and in the event loop's queue of ready callbacks, behind the requests read
@@ -7,25 +7,35 @@ request has been read, parsed and routed, which under overload is after its clie
 then spends its time reading and parsing requests nobody waits for, and answers almost none in time
 (docs/benchmarks.md, "Goodput under overload").
 
-The signal that sees that wait is the loop's own lag. ``LoopLag`` keeps a timer due every ``PERIOD_S``;
-how late it runs is how long a callback that became ready at its due time waited: what a request read
-now will wait before its turn. The estimate is the lateness of the last tick, or half the estimate of
-the tick before when that was larger (so one slow iteration decays within a few ticks, and a loop
-that stays behind keeps it up).
+Two rules refuse an inference request -- a ``POST`` to ``/classify_*``, ``/forecast_*``, ``/models/...``
+or ``/v2/models/...`` -- with 503, ``Retry-After: 1`` and a JSON error saying which, before its body is
+read (the connection stays open when the body declared is small, ``KEEP_ALIVE_BODY``, so a refused
+client does not reconnect):
 
-``AdmitWhileCurrent`` (ASGI, outermost of the service's middlewares) answers an inference request --
-a ``POST`` to ``/classify_*``, ``/forecast_*``, ``/models/...`` or ``/v2/models/...`` -- with 503,
-``Retry-After: 1`` and a JSON error naming the lag, before reading its body (the connection stays open
-when the body declared is small, ``KEEP_ALIVE_BODY``), while the lag is over
-``MODEL_ZOO_SHED_LAG_MS`` (default ``SHED_LAG_MS``; 0 turns it off). A refusal costs the header parse
-and one small write, a fraction of an answered request, so the worker keeps enough of its time for the
-requests it admits, and those are fresh. Health, readiness, metrics, metadata and model control are
-never refused. The estimate is exported as ``model_zoo_event_loop_lag_seconds`` (the largest over the
-workers); the refusals are counted (``model_zoo_shed_requests_total``) and logged once
-per ``LOG_EVERY_S`` with their number, not once per request (a line each would itself be a cost
-under overload). The threshold sits well above the lag of a worker at full throughput with a closed
-loop of clients (a few ms: each iteration handles the sockets that became readable meanwhile), so
-only a backlog the loop cannot work off sheds.
+- **Its deadline cannot be met.** The middleware counts the inference requests this worker has admitted
+  and not answered (``in_flight``) and measures the rate it answers them (``rate``, per ``RATE_WINDOW_S``,
+  smoothed). A request with a ``Request-Timeout`` header is refused when the requests ahead of it would
+  take more than ``DEADLINE_SHARE`` of it (``in_flight / rate``, Little's law); the rest of the deadline
+  is its own time in the worker. The request is refused while that costs a header parse and a small
+  write, instead of being read, decoded and queued, then dropped at its deadline: what made the goodput
+  collapse (docs/benchmarks.md, "Goodput under overload"). Fewer than ``MIN_AHEAD`` requests ahead
+  never refuse one.
+- **The loop is behind.** ``LoopLag`` keeps a timer due every ``PERIOD_S``; how late it runs is how long
+  a callback that became ready at its due time waited: what a request read now waits before its turn.
+  The estimate is the smallest lateness of the last ``SUSTAINED`` ticks: a loop that stays behind keeps
+  it up, while one slow iteration (a garbage collection, a model loading) is no backlog and refuses
+  nothing. Over ``MODEL_ZOO_SHED_LAG_MS`` (default ``SHED_LAG_MS``; 0 turns it off), every inference
+  request is refused, with or without a deadline; the gRPC server, on the same loop, answers UNAVAILABLE
+  (service/grpc/server.py).
+
+Health, readiness, metrics, metadata and model control are never refused. The lag estimate is
+exported as ``model_zoo_event_loop_lag_seconds`` (the largest over the workers); the refusals are
+counted in ``model_zoo_shed_requests_total`` and logged once per ``LOG_EVERY_S`` with their number, not
+once per request (a line each would itself be a cost under overload). The lag bound sits well above a
+worker's lag at full throughput with a closed loop of clients (a few ms: each iteration handles the
+sockets that became readable meanwhile). Requests without a deadline are refused only by the lag rule:
+past capacity they wait in the socket buffers and the accept queue, where the loop does not lag, so a
+client that will give up should say when (``Request-Timeout``).
 """
 
 from __future__ import annotations
@@ -36,14 +46,21 @@ import logging
 import time
 from typing import Any
 
-from service.errors import Behind
+from service.core import deadlines
+from service.errors import Behind, ServiceError
 from service.http.request_ids import request_id
 from service.http.responses import error_bytes
 
 PERIOD_S = 0.005  # how often the lag timer is due
+SUSTAINED = 3  # ticks in a row that must all run late for the loop to count as behind
 SHED_LAG_MS = 50.0  # default MODEL_ZOO_SHED_LAG_MS
 LOG_EVERY_S = 1.0
+RATE_WINDOW_S = 0.1  # the answer rate is measured over windows this long, smoothed (RATE_WEIGHT on the newest)
+RATE_WEIGHT = 0.3
+DEADLINE_SHARE = 0.5  # a request is admitted while the wait predicted for it is within this share of its deadline
 KEEP_ALIVE_BODY = 64 * 1024  # a refused request's unread body up to this size keeps its connection open
+MIN_AHEAD = 8  # fewer requests ahead than this never refuse one (an idle worker's rate is no estimate)
+TIMEOUT_HEADER = deadlines.HEADER.lower().encode()
 INFERENCE_PREFIXES = ("/classify_", "/forecast_", "/models/", "/v2/models/")
 
 logger = logging.getLogger("model_zoo.admission")
@@ -58,6 +75,7 @@ class LoopLag:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self._recent = [0.0] * SUSTAINED  # the last ticks' lateness, oldest first
         self.gauge: Any = None  # set to the estimate on every tick when given
 
     def running(self) -> bool:
@@ -86,8 +104,10 @@ class LoopLag:
     def _tick(self) -> None:
         loop = self._loop
         now = loop.time()
-        late = now - self._due
-        self.lag = late if late >= self.lag * 0.5 else self.lag * 0.5
+        recent = self._recent
+        recent.pop(0)
+        recent.append(now - self._due)
+        self.lag = min(recent)
         if self.gauge is not None:
             self.gauge.set(self.lag)
         self._due = now + self.period
@@ -135,7 +155,7 @@ def is_inference(scope: dict) -> bool:
 
 
 class AdmitWhileCurrent:
-    """Outermost ASGI middleware: 503 for inference requests while this worker's loop lags (module docstring)."""
+    """Outermost of the service's ASGI middlewares: the two refusals of the module docstring."""
 
     def __init__(self, app: Any, shed_lag_ms: float = SHED_LAG_MS) -> None:
         self.app = app
@@ -143,15 +163,57 @@ class AdmitWhileCurrent:
         self.lag = LAG
         if shed_lag_ms > 0:
             LAG.gauge = lag_gauge()
+        self.in_flight = 0  # inference requests admitted and not answered yet, this worker
+        self.rate = 0.0  # inference answers per second, this worker (smoothed)
+        self._count, self._window = 0, time.monotonic()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.lag.behind(self.limit_s) and is_inference(scope):
-            await self._refuse(scope, send)
+        if scope["type"] != "http" or not is_inference(scope):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if self.lag.behind(self.limit_s):
+            await self._refuse(scope, send, Behind(self.lag.lag, self.limit_s))
+            return
+        late = self._cannot_meet(scope["headers"])
+        if late is not None:
+            await self._refuse(scope, send, late)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self._answered()
 
-    async def _refuse(self, scope: dict, send: Any) -> None:
-        body = error_bytes(Behind(self.lag.lag, self.limit_s).message)
+    def _answered(self) -> None:
+        """One more inference answered: the rate over the current window, smoothed, once it is over."""
+        self._count += 1
+        now = time.monotonic()
+        elapsed = now - self._window
+        if elapsed >= RATE_WINDOW_S:
+            rate = self._count / elapsed
+            self.rate = rate if self.rate == 0 else (1 - RATE_WEIGHT) * self.rate + RATE_WEIGHT * rate
+            self._count, self._window = 0, now
+
+    def _cannot_meet(self, headers: list[tuple[bytes, bytes]]) -> ServiceError | None:
+        """With a ``Request-Timeout``: the refusal when the requests ahead (``in_flight`` at this worker's
+        answer ``rate``) would take more than ``DEADLINE_SHARE`` of it."""
+        if self.rate <= 0 or self.in_flight < MIN_AHEAD:
+            return None
+        for key, value in headers:
+            if key == TIMEOUT_HEADER:
+                try:
+                    deadline = deadlines.from_header(value.decode("latin-1"))
+                except ServiceError:
+                    return None  # malformed: the route answers its 400
+                wait = self.in_flight / self.rate
+                if deadline is None or wait <= DEADLINE_SHARE * deadline.timeout_s:
+                    return None
+                return Behind.ahead(self.in_flight, wait, deadline.timeout_s)
+        return None
+
+    async def _refuse(self, scope: dict, send: Any, why: ServiceError) -> None:
+        body = error_bytes(why.message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"retry-after", b"1"), (b"x-request-id", request_id(scope["headers"]).encode("ascii"))]
         if not small_body(scope["headers"]):
