@@ -156,6 +156,22 @@ def test_a_deadline_passing_while_queued_is_answered_and_never_computed(server):
     assert fails(url) == failed + 1  # the server ended it too, not only the client
 
 
+def test_the_oip_timeout_parameter_is_a_deadline_over_grpc_too(server):
+    """tritonclient's ``timeout=`` (Triton's ``parameters.timeout``, microseconds), with no call deadline:
+    answered DEADLINE_EXCEEDED naming the parameter while the model is still busy, as over REST."""
+    url, client = server.url, server.grpc
+    before = computed(url)
+    blocker = Blocker(url)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(SLOW, [images_input(photos(2))], timeout=200_000)
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED", info.value
+    assert "timeout" in info.value.message(), info.value.message()
+    assert not blocker.done.is_set()  # answered while the model was still busy with the blocker
+    blocker.join(120)
+    assert blocker.response.status_code == 200
+    assert computed(url) == before + BLOCKER  # the two images never were
+
+
 def test_a_call_cancelled_while_queued_is_dropped(server):
     url, client = server.url, server.grpc
     before, failed, gone = computed(url), fails(url), gone_requests(url)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -141,13 +142,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             admission.shed(self.shed_s)
             raise Behind(admission.LAG.lag, self.shed_s)
         record, model, name = timing.start(request.id), None, request.model_name
-        deadline = call_deadline(context)
+        start, deadline = time.monotonic(), call_deadline(context)
         try:
             async with self.models.use(name, request.model_version or None) as model:
                 if deadline is not None and deadline.expired():  # passed before decoding: nothing is done
                     raise deadlines.deadline_exceeded(model.name, deadline)
                 record.begin()
                 req = codec.infer_request(request)
+                # Triton's parameters.timeout (microseconds; tritonclient's timeout=), as over REST: the
+                # earlier of it and the call's deadline
+                deadline = deadlines.earliest(deadline, deadlines.from_oip(req.parameters, start))
                 feeds = await model.decode_tensors(req)
                 record.decoded(feeds)
                 with deadlines.client_wait(deadline, client_gone(context)):
