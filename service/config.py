@@ -19,7 +19,7 @@
 | ``MODEL_ZOO_MAX_QUEUE`` | ``0`` (unbounded) | requests one model's batcher may hold queued; the next gets 429 + Retry-After. Per model: ``16,cifar10-resnet18=4`` |
 | ``MODEL_ZOO_MAX_QUEUE_DELAY_MS`` | ``0`` (none) | a request still queued after this long gets 429 + Retry-After (per model as above) |
 | ``MODEL_ZOO_DEFAULT_TIMEOUT_MS`` | ``0`` (none) | deadline of a request that brings none (``Request-Timeout``, OIP ``parameters.timeout``): 504 past it (per model as above) |
-| ``MODEL_ZOO_SHED_LAG_MS`` | ``50`` | a worker whose event loop runs more than this far behind answers new inference requests 503 + Retry-After before reading them (service/http/admission.py); 0: never |
+| ``MODEL_ZOO_SHED_LAG_MS`` | ``50`` | a worker whose event loop runs more than this far behind (three timer ticks in a row) answers new inference requests 503 + Retry-After before reading them, gRPC UNAVAILABLE (service/http/admission.py); 0: never |
 | ``MODEL_ZOO_WARMUP_S`` | ``0`` | keep warming up at least this long before ``/readyz`` turns 200 |
 | ``MODEL_ZOO_MODELS`` | every stored model of a known family | ``name[:version],...``: exactly these at start-up |
 | ``MODEL_ZOO_FAMILIES`` | none | ``module[:function],...``: plugin modules that register more families (zoo/families.py ``load_plugins``; torch-free) |
