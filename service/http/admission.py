@@ -163,6 +163,7 @@ class AdmitWhileCurrent:
         self.lag = LAG
         if shed_lag_ms > 0:
             LAG.gauge = lag_gauge()
+        shed_counter()  # exported from the start (at 0), not from the first refusal
         self.in_flight = 0  # inference requests admitted and not answered yet, this worker
         self.rate = 0.0  # inference answers per second, this worker (smoothed)
         self._count, self._window = 0, time.monotonic()
