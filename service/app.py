@@ -87,7 +87,8 @@ ModelZoo.models.extend(bentoml.models.BentoModel(tag) for tag in STATE.read_desi
 # is refused before its body is read (service/http/auth.py; off unless MODEL_ZOO_API_TOKEN is set), then
 # bodies over the size cap get 413
 # (counted as received); innermost, the router's plain-text 404/405 become JSON and its redirects relative.
-ModelZoo.add_asgi_middleware(AdmitWhileCurrent, shed_lag_ms=settings().shed_lag_ms)
+ModelZoo.add_asgi_middleware(AdmitWhileCurrent, shed_lag_ms=settings().shed_lag_ms,
+                             default_timeout_ms=settings().default_timeout_ms.default)
 ModelZoo.add_asgi_middleware(RequestIds)  # X-Request-Id on every answer, Server-Timing on inference answers
 ModelZoo.add_asgi_middleware(balance.Rebalance)
 ModelZoo.add_asgi_middleware(LingeringClose)

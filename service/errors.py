@@ -118,10 +118,10 @@ class Behind(ServiceError):
                          headers={"Retry-After": "1"})
 
     @classmethod
-    def ahead(cls, waiting: int, wait_s: float, timeout_s: float) -> "Behind":
-        """The requests ahead would take more of the client's ``Request-Timeout`` than it leaves to answer."""
+    def ahead(cls, waiting: int, wait_s: float, timeout_s: float, source: str = "Request-Timeout") -> "Behind":
+        """The requests ahead would take more of the request's deadline (``source``) than it leaves to answer."""
         return cls(wait_s, 0.0, f"overloaded: {waiting} requests ahead of this one would take about "
-                   f"{wait_s * 1e3:.0f} ms of its {timeout_s * 1e3:.0f} ms Request-Timeout; retry after a short backoff")
+                   f"{wait_s * 1e3:.0f} ms of its {timeout_s * 1e3:.0f} ms {source}; retry after a short backoff")
 
 
 class QueueFull(ServiceError):

@@ -191,7 +191,8 @@ def test_grpc_inference_is_refused_unavailable_while_the_loop_lags():
     assert out["after"] == "LookupError"  # caught up: the request went on to the models
 
 
-def test_a_request_whose_deadline_the_requests_ahead_would_use_up_is_refused_before_it_is_read():
+@pytest.mark.parametrize("default_ms", [0, 50])
+def test_a_request_whose_deadline_the_requests_ahead_would_use_up_is_refused_before_it_is_read(default_ms):
     class Held(Inner):
         """Answers after ``delay_s``, or once ``release`` is set for paths under /models/."""
 
@@ -207,7 +208,8 @@ def test_a_request_whose_deadline_the_requests_ahead_would_use_up_is_refused_bef
             await super().__call__(scope, receive, send)
 
     inner = Held()
-    app = AdmitWhileCurrent(inner, shed_lag_ms=0)  # the lag rule off: only the deadline rule acts
+    # the lag rule off: only the deadline rule acts; default_ms: MODEL_ZOO_DEFAULT_TIMEOUT_MS's default
+    app = AdmitWhileCurrent(inner, shed_lag_ms=0, default_timeout_ms=default_ms)
 
     def timeout(seconds: str) -> list[tuple[bytes, bytes]]:
         return [(b"content-length", b"900"), (b"request-timeout", seconds.encode())]
@@ -224,15 +226,25 @@ def test_a_request_whose_deadline_the_requests_ahead_would_use_up_is_refused_bef
                "none": await call(app, "POST", "/classify_digit"),
                "malformed": await call(app, "POST", "/classify_digit", timeout("soon"))}
         inner.release.set()
-        await asyncio.gather(*ahead)
+        out["ahead"] = [answer[0] for answer in await asyncio.gather(*ahead)]
         out["after"] = await call(app, "POST", "/classify_digit", timeout("0.05"))
         return out
 
     out = asyncio.run(main())
-    assert 100 < out["rate"] < 600 and out["in_flight"] == 40, out
-    status, headers, body = out["short"]
-    message = json.loads(body)["error"]
-    assert status == 503 and headers[b"retry-after"] == b"1", out["short"]
-    assert "40 requests ahead" in message and "50 ms Request-Timeout" in message, message
-    for case in ("long", "none", "malformed", "after"):  # the route answers a malformed header's 400
+    assert 100 < out["rate"] < 600, out
+    for case in ("malformed", "after"):  # the route answers a malformed header's 400; after: nothing ahead
         assert out[case][0] == 200, case
+    if not default_ms:
+        assert out["in_flight"] == 40, out
+        status, headers, body = out["short"]
+        message = json.loads(body)["error"]
+        assert status == 503 and headers[b"retry-after"] == b"1", out["short"]
+        assert "40 requests ahead" in message and "50 ms Request-Timeout" in message, message
+        for case in ("long", "none"):
+            assert out[case][0] == 200, case
+    else:  # the server's default is every request's deadline when earlier: it held the ones ahead too
+        assert 8 <= out["in_flight"] < 40, out
+        assert out["ahead"].count(503) == 40 - out["in_flight"], out["ahead"]
+        for case in ("short", "long", "none"):
+            message = json.loads(out[case][2])["error"]
+            assert out[case][0] == 503 and "of its 50 ms MODEL_ZOO_DEFAULT_TIMEOUT_MS" in message, (case, message)

@@ -16,7 +16,9 @@ client does not reconnect):
   and not answered (``in_flight``) and measures the rate it answers them (``rate``, per ``RATE_WINDOW_S``,
   smoothed). A request with a ``Request-Timeout`` header is refused when the requests ahead of it would
   take more than ``DEADLINE_SHARE`` of it (``in_flight / rate``, Little's law); the rest of the deadline
-  is its own time in the worker. The request is refused while that costs a header parse and a small
+  is its own time in the worker. ``MODEL_ZOO_DEFAULT_TIMEOUT_MS``'s default value counts as every
+  request's deadline when it is earlier (a per-model override applies in that model's queue only: the
+  model is not known before routing). The request is refused while that costs a header parse and a small
   write, instead of being read, decoded and queued, then dropped at its deadline: what made the goodput
   collapse (docs/benchmarks.md, "Goodput under overload"). Fewer than ``MIN_AHEAD`` requests ahead
   never refuse one.
@@ -61,6 +63,7 @@ DEADLINE_SHARE = 0.5  # a request is admitted while the wait predicted for it is
 KEEP_ALIVE_BODY = 64 * 1024  # a refused request's unread body up to this size keeps its connection open
 MIN_AHEAD = 8  # fewer requests ahead than this never refuse one (an idle worker's rate is no estimate)
 TIMEOUT_HEADER = deadlines.HEADER.lower().encode()
+DEFAULT_SOURCE = "MODEL_ZOO_DEFAULT_TIMEOUT_MS"
 INFERENCE_PREFIXES = ("/classify_", "/forecast_", "/models/", "/v2/models/")
 
 logger = logging.getLogger("model_zoo.admission")
@@ -157,9 +160,10 @@ def is_inference(scope: dict) -> bool:
 class AdmitWhileCurrent:
     """Outermost of the service's ASGI middlewares: the two refusals of the module docstring."""
 
-    def __init__(self, app: Any, shed_lag_ms: float = SHED_LAG_MS) -> None:
+    def __init__(self, app: Any, shed_lag_ms: float = SHED_LAG_MS, default_timeout_ms: float = 0.0) -> None:
         self.app = app
         self.limit_s = shed_lag_ms / 1e3
+        self.default_s = default_timeout_ms / 1e3  # MODEL_ZOO_DEFAULT_TIMEOUT_MS's default value (0: none)
         self.lag = LAG
         if shed_lag_ms > 0:
             LAG.gauge = lag_gauge()
@@ -197,21 +201,25 @@ class AdmitWhileCurrent:
             self._count, self._window = 0, now
 
     def _cannot_meet(self, headers: list[tuple[bytes, bytes]]) -> ServiceError | None:
-        """With a ``Request-Timeout``: the refusal when the requests ahead (``in_flight`` at this worker's
-        answer ``rate``) would take more than ``DEADLINE_SHARE`` of it."""
+        """The refusal when the requests ahead (``in_flight`` at this worker's answer ``rate``) would take
+        more than ``DEADLINE_SHARE`` of the request's deadline: its ``Request-Timeout``, or the server's
+        ``MODEL_ZOO_DEFAULT_TIMEOUT_MS`` when that is set and earlier."""
         if self.rate <= 0 or self.in_flight < MIN_AHEAD:
             return None
+        budget, source = self.default_s, DEFAULT_SOURCE
         for key, value in headers:
             if key == TIMEOUT_HEADER:
                 try:
                     deadline = deadlines.from_header(value.decode("latin-1"))
                 except ServiceError:
                     return None  # malformed: the route answers its 400
-                wait = self.in_flight / self.rate
-                if deadline is None or wait <= DEADLINE_SHARE * deadline.timeout_s:
-                    return None
-                return Behind.ahead(self.in_flight, wait, deadline.timeout_s)
-        return None
+                if deadline is not None and (not budget or deadline.timeout_s < budget):
+                    budget, source = deadline.timeout_s, deadlines.HEADER
+                break
+        wait = self.in_flight / self.rate
+        if not budget or wait <= DEADLINE_SHARE * budget:
+            return None
+        return Behind.ahead(self.in_flight, wait, budget, source)
 
     async def _refuse(self, scope: dict, send: Any, why: ServiceError) -> None:
         body = error_bytes(why.message)
