@@ -33,9 +33,8 @@ client does not reconnect):
 Health, readiness, metrics, metadata and model control are never refused. The lag estimate is
 exported as ``model_zoo_event_loop_lag_seconds`` (the largest over the workers); the refusals are
 counted in ``model_zoo_shed_requests_total`` and logged once per ``LOG_EVERY_S`` with their number, not
-once per request (a line each would itself be a cost under overload). The lag bound sits well above a
-worker's lag at full throughput with a closed loop of clients (a few ms: each iteration handles the
-sockets that became readable meanwhile). Requests without a deadline are refused only by the lag rule:
+once per request (a line each would itself be a cost under overload). The lag bound is meant to sit
+well above a worker's lag at full throughput with a closed loop of clients, which the gauge shows. Requests without a deadline are refused only by the lag rule:
 past capacity they wait in the socket buffers and the accept queue, where the loop does not lag, so a
 client that will give up should say when (``Request-Timeout``).
 """
