@@ -107,20 +107,24 @@ class Overloaded(ServiceError):
 
 
 class Behind(ServiceError):
-    """This worker's event loop runs more than ``MODEL_ZOO_SHED_LAG_MS`` behind: an inference request is
-    refused before it is read (503 + Retry-After; service/http/admission.py)."""
+    """This worker cannot answer an inference request in time: refused before it is read (503 +
+    Retry-After; service/http/admission.py). One constructor per cause."""
 
     status = 503
 
-    def __init__(self, lag_s: float, limit_s: float, message: str | None = None) -> None:
-        super().__init__(message or f"overloaded: this worker is {lag_s * 1e3:.0f} ms behind its requests "
-                         f"(MODEL_ZOO_SHED_LAG_MS={limit_s * 1e3:g}); retry after a short backoff",
-                         headers={"Retry-After": "1"})
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+    @classmethod
+    def lagging(cls, lag_s: float, limit_s: float) -> "Behind":
+        """The event loop runs more than ``MODEL_ZOO_SHED_LAG_MS`` behind."""
+        return cls(f"overloaded: this worker is {lag_s * 1e3:.0f} ms behind its requests "
+                   f"(MODEL_ZOO_SHED_LAG_MS={limit_s * 1e3:g}); retry after a short backoff")
 
     @classmethod
     def ahead(cls, waiting: int, wait_s: float, timeout_s: float, source: str = "Request-Timeout") -> "Behind":
         """The requests ahead would take more of the request's deadline (``source``) than it leaves to answer."""
-        return cls(wait_s, 0.0, f"overloaded: {waiting} requests ahead of this one would take about "
+        return cls(f"overloaded: {waiting} requests ahead of this one would take about "
                    f"{wait_s * 1e3:.0f} ms of its {timeout_s * 1e3:.0f} ms {source}; retry after a short backoff")
 
 

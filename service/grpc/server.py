@@ -139,8 +139,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         (service/http/oip.py): phases into the timing record, the answer into the model's statistics,
         the call's deadline and cancellation to the batcher."""
         if admission.LAG.behind(self.shed_s):  # as REST's edge: refused before it is decoded
-            admission.shed(self.shed_s)
-            raise Behind(admission.LAG.lag, self.shed_s)
+            refusal = Behind.lagging(admission.LAG.lag, self.shed_s)
+            admission.shed(refusal)
+            raise refusal
         record, model, name = timing.start(request.id), None, request.model_name
         start, deadline = time.monotonic(), call_deadline(context)
         try:

@@ -50,7 +50,7 @@ from typing import Any
 from service.core import deadlines
 from service.errors import Behind, ServiceError
 from service.http.request_ids import request_id
-from service.http.responses import error_bytes
+from service.http.responses import send_error
 
 PERIOD_S = 0.005  # how often the lag timer is due
 SUSTAINED = 3  # ticks in a row that must all run late for the loop to count as behind
@@ -131,13 +131,13 @@ def lag_gauge() -> Any:
 
 @functools.cache
 def shed_counter() -> Any:
-    """``model_zoo_shed_requests_total``: inference requests refused at the edge (503) while the loop lagged."""
+    """``model_zoo_shed_requests_total``: inference requests refused at the edge (503, gRPC UNAVAILABLE)."""
     import bentoml
 
     return bentoml.metrics.Counter(
         name="model_zoo_shed_requests",
-        documentation="Inference requests answered 503 before their body was read: the worker's event loop "
-                      "was behind by more than MODEL_ZOO_SHED_LAG_MS",
+        documentation="Inference requests answered 503 before their body was read: the requests ahead would "
+                      "use up their deadline, or the worker's event loop was behind by more than MODEL_ZOO_SHED_LAG_MS",
     )
 
 
@@ -176,7 +176,7 @@ class AdmitWhileCurrent:
             await self.app(scope, receive, send)
             return
         if self.lag.behind(self.limit_s):
-            await self._refuse(scope, send, Behind(self.lag.lag, self.limit_s))
+            await self._refuse(scope, send, Behind.lagging(self.lag.lag, self.limit_s))
             return
         late = self._cannot_meet(scope["headers"])
         if late is not None:
@@ -221,28 +221,22 @@ class AdmitWhileCurrent:
         return Behind.ahead(self.in_flight, wait, budget, source)
 
     async def _refuse(self, scope: dict, send: Any, why: ServiceError) -> None:
-        body = error_bytes(why.message)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"retry-after", b"1"), (b"x-request-id", request_id(scope["headers"]).encode("ascii"))]
-        if not small_body(scope["headers"]):
-            # the unread body may be large or unbounded: close rather than have the server skip it. A
-            # small one is skipped by the HTTP parser and the connection stays open (a reconnect would
-            # cost the client and this worker more than the refusal itself)
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        shed(self.limit_s)
+        # an unread body that may be large or unbounded closes the connection rather than have the server
+        # skip it; a small one is skipped by the HTTP parser and the connection stays open (a reconnect
+        # would cost the client and this worker more than the refusal itself)
+        await send_error(send, why.status, why.message, close=not small_body(scope["headers"]), retry_after=True,
+                         extra=[(b"x-request-id", request_id(scope["headers"]).encode("ascii"))])
+        shed(why)
 
 
 _log = {"shed": 0, "at": 0.0}  # refusals since the last log line, and when it was written
 
 
-def shed(limit_s: float) -> None:
-    """Count one refusal (HTTP or gRPC), and log the count once per ``LOG_EVERY_S``."""
+def shed(why: ServiceError) -> None:
+    """Count one refusal (HTTP or gRPC), and log the count, with the last one's reason, once per ``LOG_EVERY_S``."""
     shed_counter().inc()
     _log["shed"] += 1
     now = time.monotonic()
     if now - _log["at"] >= LOG_EVERY_S:
-        logger.warning("shed %d inference request(s): event loop %.0f ms behind (MODEL_ZOO_SHED_LAG_MS=%g)",
-                       _log["shed"], LAG.lag * 1e3, limit_s * 1e3)
+        logger.warning("shed %d inference request(s); the last: %s", _log["shed"], why.message)
         _log["shed"], _log["at"] = 0, now

@@ -19,11 +19,12 @@ def error_bytes(message: str) -> bytes:
     return json.dumps(error_body(message)).encode()
 
 
-async def send_error(send: Any, status: int, message: str, close: bool = True, retry_after: bool = False) -> None:
+async def send_error(send: Any, status: int, message: str, close: bool = True, retry_after: bool = False,
+                     extra: list[tuple[bytes, bytes]] = ()) -> None:
     """An ASGI middleware's own JSON refusal. ``close``: the body was not read, so the connection closes
-    rather than have the server drain it."""
+    rather than have the server drain it. ``extra``: more headers."""
     body = error_bytes(message)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if close:
         headers.append((b"connection", b"close"))
     if retry_after:
