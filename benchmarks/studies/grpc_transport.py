@@ -29,8 +29,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from benchmarks.grpc_bench import STREAM_K as K  # messages per stream
+
 ROOT = Path(__file__).resolve().parents[2]
-K = 8  # messages per stream
 
 SERVERS = {
     "rest": """
@@ -88,44 +89,36 @@ def serve(kind: str, port: int, work: Path) -> subprocess.Popen:
 
 
 def measure(kind: str, concurrency: int, duration: int, work: Path) -> dict:
-    from benchmarks.grpc_bench import grpc_body, rest_manifest, tensor
+    """One bare server of ``kind`` under the grpc_bench part's own load generators: a warm-up run, then a timed one."""
+    from benchmarks.grpc_bench import GRPC_PATH, REST_PATH, STREAM_PATH, grpc_body, rest_manifest, run_h2load, tensor
+    from benchmarks.loadgen import run_wrk
     from benchmarks.servers import free_port
 
     x, port = tensor(), free_port()
+    if kind == "rest":
+        manifest = rest_manifest(x, work / "oip.tsv")
+
+        def load() -> dict:
+            return run_wrk(f"http://127.0.0.1:{port}", REST_PATH, concurrency, duration, manifest, 1)
+    else:
+        k = K if kind == "grpc-stream" else 1
+        body = grpc_body(x, work / f"{kind}.grpc", tuple(str(i) for i in range(k)))
+
+        def load() -> dict:
+            return run_h2load(f"127.0.0.1:{port}", concurrency, duration, body, work / "h2load.log",
+                              STREAM_PATH if k > 1 else GRPC_PATH, k)
     proc = serve("rest" if kind == "rest" else "grpc", port, work)
     try:
-        if kind == "rest":
-            manifest = rest_manifest(x, work / "oip.tsv")
-            body = manifest.with_suffix(".bin")
-            cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "-s", str(work / "post.lua"),
-                   f"http://127.0.0.1:{port}/v2/models/mnist-mlp/infer"]
-            (work / "post.lua").write_text(f'wrk.method = "POST"\nlocal f = io.open("{body}", "rb")\n'
-                                           'wrk.body = f:read("*a")\nf:close()\n'
-                                           'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-        else:
-            one = grpc_body(x, work / "one.grpc").read_bytes()
-            messages = K if kind == "grpc-stream" else 1
-            data = work / f"{kind}.grpc"
-            data.write_bytes(one * messages)
-            method = "ModelStreamInfer" if kind == "grpc-stream" else "ModelInfer"
-            cmd = ["h2load", "--clients", str(max(1, concurrency // messages)), "--threads", "1",
-                   "--max-concurrent-streams", "1", "--duration", str(duration), "--data", str(data),
-                   "--header", "content-type: application/grpc", "--header", "te: trailers",
-                   f"http://127.0.0.1:{port}/inference.GRPCInferenceService/{method}"]
-        subprocess.run(cmd, capture_output=True, timeout=duration + 30)  # warm-up run, same length
+        load()  # warm-up, same length
         c0 = cpu_s(proc.pid)
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+        record = load()
         cpu = cpu_s(proc.pid) - c0
     finally:
         proc.terminate()
         proc.wait(10)
-    if kind == "rest":
-        rps = float(next(ln for ln in out.splitlines() if ln.startswith("Requests/sec")).split()[1])
-    else:
-        line = next(ln for ln in out.splitlines() if ln.startswith("finished in"))
-        rps = float(line.split(",")[1].split()[0]) * (K if kind == "grpc-stream" else 1)
-    return {"transport": kind, "concurrency": concurrency, "per_s": round(rps), "server_cpu_pct": round(100 * cpu / duration),
-            "server_cpu_us_per_request": round(1e6 * cpu / (rps * duration), 1)}
+    rps, wall = record["requests_per_s"], record["wall_s"]
+    return {"transport": kind, "concurrency": concurrency, "per_s": round(rps), "server_cpu_pct": round(100 * cpu / wall),
+            "server_cpu_us_per_request": round(1e6 * cpu / (rps * wall), 1), "client_cpu_pct": record["client_cpu_pct"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="grpc-transport-") as tmp:
         rows = [measure(kind, args.concurrency, args.duration, Path(tmp)) for kind in ("rest", "grpc-unary", "grpc-stream")]
-    print("| transport | c | requests (messages)/s | server CPU | server CPU per request |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| transport | c | requests (messages)/s | server CPU | server CPU per request | load generator CPU |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['transport']} | {r['concurrency']} | {r['per_s']} | {r['server_cpu_pct']}% | {r['server_cpu_us_per_request']} us |")
+        print(f"| {r['transport']} | {r['concurrency']} | {r['per_s']} | {r['server_cpu_pct']}% | "
+              f"{r['server_cpu_us_per_request']} us | {r['client_cpu_pct']}% |")
     print(json.dumps(rows))
     return 0
 
