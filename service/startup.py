@@ -28,6 +28,7 @@ from service.control.repository import publish_initial
 from service.control.shared_state import SharedState
 from service.errors import InsufficientStorage
 from service.http import balance
+from service.http.admission import RefuseAtParse
 from service.http.connections import HeaderDeadline, NamedParseErrors
 from service.http.drain import DrainSignal
 from service.http.routes import RouteLabels, route_templates
@@ -58,8 +59,9 @@ def prepare_process(settings: Settings) -> SharedState:
 
 def adapt_server(service: Any, app: Any, settings: Settings) -> None:
     """Metrics by route template (bounded series); a connection that sends no complete request headers
-    within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, and each worker counts its connections."""
+    within ``MODEL_ZOO_HEADER_TIMEOUT_S`` is closed, each worker counts its connections, and the edge's
+    refusals (service/http/admission.py) are answered as soon as a request's headers are parsed."""
     adapters.install_route_labels(RouteLabels(route_templates(service, app)))
     adapters.install_timeout_middleware()  # BentoML's leaves a live timer per answered request (service/adapters.py)
-    adapters.install_http_protocol(HeaderDeadline, NamedParseErrors, DrainSignal, balance.CountedConnections,
+    adapters.install_http_protocol(HeaderDeadline, NamedParseErrors, RefuseAtParse, DrainSignal, balance.CountedConnections,
                                    header_timeout=settings.header_timeout_s)

@@ -137,3 +137,14 @@ def test_floor_summary_is_the_median_per_server():
             "python": "3", "versions": {}}
     assert "| bentoml-lean | BentoML 1.4, the service's settings" in render(recs, "cmd", mach, [0, 0, 0])
     assert "| 1.400 | +0.80 ms |" in render(recs, "cmd", mach, [0, 0, 0])
+
+
+def test_refusal_cost_refuses_every_request_in_both_variants():
+    """``python -m benchmarks.studies.refusal_cost``: each variant answers nothing but 503s (the command exits
+    non-zero otherwise) and prints its row; the figures themselves belong in docs/benchmarks.md."""
+    proc = _study("refusal_cost", "--rounds", "1", "--duration", "1", "--concurrency", "4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    for variant in ("protocol", "middleware"):
+        cells = [c.strip() for c in rows[variant].split("|")[2:-1]]
+        assert float(cells[0]) > 0 and float(cells[2]) > 0, rows[variant]

@@ -30,6 +30,13 @@ client does not reconnect):
   request is refused, with or without a deadline; the gRPC server, on the same loop, answers UNAVAILABLE
   (service/grpc/server.py).
 
+Where: ``RefuseAtParse``, over uvicorn's protocol, answers the refusal from the parser's callback for the
+end of a request's headers, before uvicorn builds the request's ASGI cycle and task (what each costs:
+``python -m benchmarks.studies.refusal_cost``, in
+docs/benchmarks.md); ``AdmitWhileCurrent``, the outermost of the service's ASGI middlewares, counts what
+is admitted and applies the same rules to what the protocol passes on without deciding (a request
+pipelined behind one in progress, a path it does not read as is, h11's protocol).
+
 Health, readiness, metrics, metadata and model control are never refused. The lag estimate is
 exported as ``model_zoo_event_loop_lag_seconds`` (the largest over the workers); the refusals are
 counted in ``model_zoo_shed_requests_total`` and logged once per ``LOG_EVERY_S`` with their number, not
@@ -50,7 +57,7 @@ from typing import Any
 from service.core import deadlines
 from service.errors import Behind, ServiceError
 from service.http.request_ids import request_id
-from service.http.responses import send_error
+from service.http.responses import error_bytes, send_error
 
 PERIOD_S = 0.005  # how often the lag timer is due
 SUSTAINED = 3  # ticks in a row that must all run late for the loop to count as behind
@@ -64,6 +71,7 @@ MIN_AHEAD = 8  # fewer requests ahead than this never refuse one (an idle worker
 TIMEOUT_HEADER = deadlines.HEADER.lower().encode()
 DEFAULT_SOURCE = "MODEL_ZOO_DEFAULT_TIMEOUT_MS"
 INFERENCE_PREFIXES = ("/classify_", "/forecast_", "/models/", "/v2/models/")
+INFERENCE_TARGETS = tuple(prefix.encode() for prefix in INFERENCE_PREFIXES)  # as the request line has them
 
 logger = logging.getLogger("model_zoo.admission")
 
@@ -170,17 +178,16 @@ class AdmitWhileCurrent:
         self.in_flight = 0  # inference requests admitted and not answered yet, this worker
         self.rate = 0.0  # inference answers per second, this worker (smoothed)
         self._count, self._window = 0, time.monotonic()
+        global GATE
+        GATE = self  # the protocol's refusals (RefuseAtParse) read this worker's counts
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not is_inference(scope):
             await self.app(scope, receive, send)
             return
-        if self.lag.behind(self.limit_s):
-            await self._refuse(scope, send, Behind.lagging(self.lag.lag, self.limit_s))
-            return
-        late = self._cannot_meet(scope["headers"])
-        if late is not None:
-            await self._refuse(scope, send, late)
+        why = self.refusal(scope["headers"])
+        if why is not None:
+            await self._refuse(scope, send, why)
             return
         self.in_flight += 1
         try:
@@ -188,6 +195,12 @@ class AdmitWhileCurrent:
         finally:
             self.in_flight -= 1
             self._answered()
+
+    def refusal(self, headers: list[tuple[bytes, bytes]]) -> ServiceError | None:
+        """Why an inference request with these (lower-cased) headers is refused now, or None: it is admitted."""
+        if self.lag.behind(self.limit_s):
+            return Behind.lagging(self.lag.lag, self.limit_s)
+        return self._cannot_meet(headers)
 
     def _answered(self) -> None:
         """One more inference answered: the rate over the current window, smoothed, once it is over."""
@@ -240,3 +253,71 @@ def shed(why: ServiceError) -> None:
     if now - _log["at"] >= LOG_EVERY_S:
         logger.warning("shed %d inference request(s); the last: %s", _log["shed"], why.message)
         _log["shed"], _log["at"] = 0, now
+
+
+GATE: AdmitWhileCurrent | None = None  # this worker's middleware, once its app is built
+
+
+class _Refused:
+    """The answered request's stand-in for uvicorn's request cycle: complete, so the parser's callbacks for
+    its body (``on_body``, ``on_message_complete``) skip the body, and the connection waits for the next."""
+
+    __slots__ = ()
+    response_complete = True
+    keep_alive = False
+    message_event = type("_Set", (), {"set": staticmethod(lambda: None)})()  # connection_lost sets it
+
+
+REFUSED = _Refused()
+STATUS_503 = b"HTTP/1.1 503 Service Unavailable\r\n"
+
+
+def refusal_bytes(why: ServiceError, headers: list[tuple[bytes, bytes]], keep_alive: bool,
+                  default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The whole 503 answer, as ``responses.send_error`` and the request-id middleware would write it."""
+    body = error_bytes(why.message)
+    out = [STATUS_503]
+    for name, value in default_headers:  # uvicorn's (server, date)
+        out += [name, b": ", value, b"\r\n"]
+    out += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(), b"\r\nretry-after: 1\r\n",
+            b"x-request-id: ", request_id(headers).encode("ascii"), b"\r\n"]
+    if not keep_alive:
+        out.append(b"connection: close\r\n")
+    out += [b"\r\n", body]
+    return b"".join(out)
+
+
+class RefuseAtParse:
+    """Mixin over uvicorn's HttpToolsProtocol (service/adapters.py ``install_http_protocol``): the two refusals
+    of ``AdmitWhileCurrent``, answered from the parser's callback for the end of the headers.
+
+    Under overload most requests are refused, so the refusal's own cost decides how much of the worker is
+    left for the requests it admits. Through the middleware a refusal still costs uvicorn's request cycle:
+    the scope, an ``asyncio.Event``, a task, the ASGI calls down to the middleware and its response built
+    message by message. Here it is one write to the transport. Taken only when the connection has no
+    request in progress (nothing to answer out of order); anything else -- a pipelined request, a path in
+    absolute form or percent-encoded, h11's protocol -- reaches the middleware, which applies the same rules.
+    """
+
+    def on_headers_complete(self) -> None:
+        gate, cycle = GATE, self.cycle  # type: ignore[attr-defined]
+        if (gate is None or (cycle is not None and not cycle.response_complete) or self.pipeline  # type: ignore[attr-defined]
+                or not self.url.startswith(INFERENCE_TARGETS) or self.parser.get_method() != b"POST"):  # type: ignore[attr-defined]
+            super().on_headers_complete()  # type: ignore[misc]
+            return
+        headers = self.headers  # type: ignore[attr-defined]
+        why = gate.refusal(headers)
+        if why is None:
+            super().on_headers_complete()  # type: ignore[misc]
+            return
+        # a small body is skipped by the parser (the connection stays open for the client's next request);
+        # a large or unbounded one, or one the client sends only after a 100 Continue, closes it
+        keep = small_body(headers) and self.parser.should_keep_alive() and not self.expect_100_continue  # type: ignore[attr-defined]
+        self.cycle = REFUSED
+        transport = self.transport  # type: ignore[attr-defined]
+        transport.write(refusal_bytes(why, headers, keep, self.server_state.default_headers))  # type: ignore[attr-defined]
+        shed(why)
+        if keep:
+            self.on_response_complete()  # type: ignore[attr-defined]  # uvicorn's: keep-alive timer, read on
+        else:
+            transport.close()
