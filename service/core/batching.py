@@ -9,10 +9,22 @@ the batcher: each request submits an ``(n_i, ...)`` array, the dispatcher groups
 ``max_batch`` items (splitting a large request across calls when needed), and one model call runs
 at a time per model.
 
+A lone request on a model that runs on the event loop skips the dispatcher: the hops through it (the
+request's task queues a job and wakes the dispatcher's controller task, which starts a task for the model
+call, which wakes the request's task with the answer) cost such a request more than its model call. It
+is computed in its own task when nothing is queued or running in this batcher, so it overtakes nobody,
+and the call never yields the loop, so one model call at a time still holds. Since it never yields, the
+next request finds the batcher empty too unless one waits in the dispatcher (a request larger than
+``max_batch``): such a model's requests queue only with ``max_wait_ms`` set, which always goes through
+the dispatcher (it holds an idle model's batch for companions). Without it they are neither batched
+together nor shed by the latency budget below; past capacity they wait before the edge, whose admission
+rules refuse them (service/http/admission.py).
+
 Overload: the dispatcher cancels a queued request when it predicts a wait past ``max_latency_ms``;
 its ``fallback`` raises ``Overloaded`` (503 + Retry-After), so a client sees an answer, never a hang.
 Deadlines, disconnected clients and the per-model queue bounds (429) are service/core/deadlines.py's
-``ModelQueue``: ``submit`` around each request, ``formed`` when a batch is formed (skips the dropped).
+``ModelQueue``: ``submit`` around each request, ``formed`` when a batch is formed (skips the dropped),
+``check_now`` before a request computed without the dispatcher.
 """
 
 from __future__ import annotations
@@ -67,7 +79,10 @@ class Batcher:
     """``await batcher(x)`` with ``x`` of shape ``(n, ...)`` -> ``fn(batch)[rows of x]``.
 
     ``fn`` maps a float32 ``(N, ...)`` batch to an ``(N, ...)`` output; it runs in a worker thread,
-    or on the event loop once ``calibrate`` found a full batch cheaper than ``INLINE_BATCH_S``.
+    or on the event loop once ``calibrate`` found a full batch cheaper than ``INLINE_BATCH_S``. On the
+    event loop, a request that finds nothing outstanding and fits one batch (and no ``max_wait_ms`` to
+    hold for companions) is computed in its own task, without the dispatcher: nobody waits to batch
+    with it, and the dispatcher's loop hops cost more than the call.
     Must first be called from the server's event loop (the dispatcher binds to it).
     """
 
@@ -81,6 +96,8 @@ class Batcher:
         # counts items, not requests; an idle model holds a batch for companions at most max_wait_ms
         self.dispatcher = cork_dispatcher(max_latency_ms, max_batch, self._overloaded, max_wait_ms)
         self.inline = False  # until calibrate() has timed the model
+        self.holds = max_wait_ms > 0  # asked to hold a batch for companions: always through the dispatcher
+        self.outstanding = 0  # requests submitted to the dispatcher and not yet returned
         self._submit = self.dispatcher(self._dispatch)  # async: the dispatcher awaits it on the loop
 
     def calibrate(self, seconds_per_item: float) -> float:
@@ -133,7 +150,15 @@ class Batcher:
         if len(x) == 0:
             return self.fn(x)
         record = timing.current()
-        return await self.queue.submit(self._submit, x if record is None else timing.tagged(x, record))
+        rows = x if record is None else timing.tagged(x, record)
+        if self.inline and not self.outstanding and not self.holds and len(x) <= self.max_batch:
+            self.queue.check_now()  # only a passed deadline applies: there is no queue to bound or wait in
+            return self._run_batch([rows])[0]
+        self.outstanding += 1
+        try:
+            return await self.queue.submit(self._submit, rows)
+        finally:
+            self.outstanding -= 1
 
     def shutdown(self) -> None:
         """Stop the dispatcher and let go of ``fn``: a bound method of the model that owns this batcher,
