@@ -68,6 +68,7 @@ def test_a_lone_request_on_an_inline_model_is_computed_in_its_own_task_without_t
     async def main() -> None:
         batcher = watched(model)
         for n in (1, 3, 4):
+            await asyncio.sleep(0)  # a later turn of the loop: the client's next request
             x = np.arange(2 * n, dtype=np.float32).reshape(n, 2)
             y = await batcher(x)
             assert type(y) is np.ndarray
@@ -81,23 +82,28 @@ def test_a_lone_request_on_an_inline_model_is_computed_in_its_own_task_without_t
     asyncio.run(main())
 
 
-def test_requests_arriving_together_at_an_idle_inline_model_are_each_computed_at_once():
-    """None waits for another: the model call never yields the loop, so each finds the batcher empty.
-    Such a model batches across requests only with ``max_wait_ms`` (the next test)."""
+def test_of_requests_arriving_together_at_an_idle_inline_model_the_first_is_computed_at_once_and_the_rest_batch():
+    """Requests that reach the batcher in the same turn of the loop arrived together (under load, one turn
+    runs every request read since the last): the first finds the batcher idle and is computed in its
+    own task; the rest go to the dispatcher, which batches them."""
     model = Model()
 
-    async def main() -> list[asyncio.Task]:
+    async def main() -> tuple[Watched, list[asyncio.Task]]:
         batcher = watched(model)
         inputs = [rows(i) for i in range(8)]
         tasks = [asyncio.ensure_future(batcher(x)) for x in inputs]
         for x, y in zip(inputs, await asyncio.gather(*tasks)):
-            np.testing.assert_array_equal(y, x * 2)
-        assert batcher.dispatched == []
+            np.testing.assert_array_equal(y, x * 2)  # each request gets its own rows back
+        await asyncio.sleep(0)
+        np.testing.assert_array_equal(await batcher(rows(9)), rows(18))  # idle again, a later turn: at once
         batcher.shutdown()
-        return tasks
+        return batcher, tasks
 
-    tasks = asyncio.run(main())
-    assert model.sizes == [1] * 8 and [task for _, task, _ in model.calls] == tasks
+    batcher, tasks = asyncio.run(main())
+    assert batcher.dispatched == [[1, 1, 1, 1], [1, 1, 1]]
+    assert model.sizes == [1, 4, 3, 1]
+    assert model.calls[0][1] is tasks[0]  # the first, in its own task
+    assert all(task not in tasks for _, task, _ in model.calls[1:3])  # the batches, in the dispatcher's
 
 
 @pytest.mark.parametrize("inline, max_wait_ms", [(False, 0.0), (True, 1.0)], ids=["in-a-thread", "holds-a-batch"])
