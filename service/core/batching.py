@@ -9,14 +9,26 @@ the batcher: each request submits an ``(n_i, ...)`` array, the dispatcher groups
 ``max_batch`` items (splitting a large request across calls when needed), and one model call runs
 at a time per model.
 
+A lone request on a model that runs on the event loop skips the dispatcher: the hops through it (the
+request's task queues a job and wakes the dispatcher's controller task, which starts a task for the model
+call, which wakes the request's task with the answer) cost such a request more than its model call. It
+is computed in its own task when nothing is queued or running in this batcher (it overtakes nobody; the
+call never yields the loop, so one model call at a time still holds) and no other request was computed
+so in this turn of the event loop. Under load one turn runs every request read since the last: the
+first is computed at once and the rest, which arrived with it, go to the dispatcher and batch together,
+as does everything that arrives while they are queued. With ``max_wait_ms`` set every request goes
+through the dispatcher (it holds an idle model's batch for companions).
+
 Overload: the dispatcher cancels a queued request when it predicts a wait past ``max_latency_ms``;
 its ``fallback`` raises ``Overloaded`` (503 + Retry-After), so a client sees an answer, never a hang.
 Deadlines, disconnected clients and the per-model queue bounds (429) are service/core/deadlines.py's
-``ModelQueue``: ``submit`` around each request, ``formed`` when a batch is formed (skips the dropped).
+``ModelQueue``: ``submit`` around each request, ``formed`` when a batch is formed (skips the dropped),
+``check_now`` before a request computed without the dispatcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from time import perf_counter_ns
 from typing import Callable, Sequence
@@ -67,7 +79,10 @@ class Batcher:
     """``await batcher(x)`` with ``x`` of shape ``(n, ...)`` -> ``fn(batch)[rows of x]``.
 
     ``fn`` maps a float32 ``(N, ...)`` batch to an ``(N, ...)`` output; it runs in a worker thread,
-    or on the event loop once ``calibrate`` found a full batch cheaper than ``INLINE_BATCH_S``.
+    or on the event loop once ``calibrate`` found a full batch cheaper than ``INLINE_BATCH_S``. On the
+    event loop, a request that finds nothing outstanding, fits one batch, and is the first to reach the
+    batcher in this turn of the loop (and no ``max_wait_ms`` to hold for companions) is computed in its
+    own task, without the dispatcher (the module docstring says why).
     Must first be called from the server's event loop (the dispatcher binds to it).
     """
 
@@ -81,6 +96,9 @@ class Batcher:
         # counts items, not requests; an idle model holds a batch for companions at most max_wait_ms
         self.dispatcher = cork_dispatcher(max_latency_ms, max_batch, self._overloaded, max_wait_ms)
         self.inline = False  # until calibrate() has timed the model
+        self.holds = max_wait_ms > 0  # asked to hold a batch for companions: always through the dispatcher
+        self.outstanding = 0  # requests submitted to the dispatcher and not yet returned
+        self._computed_this_turn = False  # a request was computed without the dispatcher in this turn of the loop
         self._submit = self.dispatcher(self._dispatch)  # async: the dispatcher awaits it on the loop
 
     def calibrate(self, seconds_per_item: float) -> float:
@@ -133,7 +151,23 @@ class Batcher:
         if len(x) == 0:
             return self.fn(x)
         record = timing.current()
-        return await self.queue.submit(self._submit, x if record is None else timing.tagged(x, record))
+        rows = x if record is None else timing.tagged(x, record)
+        if (self.inline and not self.outstanding and not self._computed_this_turn and not self.holds
+                and len(x) <= self.max_batch):
+            self.queue.check_now()  # only a passed deadline applies: there is no queue to bound or wait in
+            # the requests that reach the batcher later in this turn of the loop arrived with this one:
+            # they go to the dispatcher and batch together (cleared by the loop's next turn)
+            self._computed_this_turn = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            return self._run_batch([rows])[0]
+        self.outstanding += 1
+        try:
+            return await self.queue.submit(self._submit, rows)
+        finally:
+            self.outstanding -= 1
+
+    def _next_turn(self) -> None:
+        self._computed_this_turn = False
 
     def shutdown(self) -> None:
         """Stop the dispatcher and let go of ``fn``: a bound method of the model that owns this batcher,

@@ -202,7 +202,8 @@ GONE_CHECK_AFTER_S = 0.001
 
 class ModelQueue:
     """Deadlines, client disconnects and the queue policy around one model's batcher
-    (service/core/batching.py calls ``submit`` for each request and ``formed`` for each batch)."""
+    (service/core/batching.py calls ``submit`` for each request and ``formed`` for each batch, or
+    ``check_now`` for a request it computes at once)."""
 
     def __init__(self, model: str, policy: QueuePolicy, metrics: bool = True) -> None:
         self.model, self.policy = model, policy
@@ -225,15 +226,28 @@ class ModelQueue:
             self._count(reason)
         return error
 
+    def _in_time(self, wait: ClientWait | None) -> Deadline | None:
+        """The request's deadline; ``DeadlineExceeded`` (counted) when it has passed already."""
+        deadline = earliest(wait.deadline if wait else None, self.policy.deadline())
+        if deadline is not None and deadline.expired():
+            self._count("deadline")
+            raise deadline_exceeded(self.model, deadline)
+        return deadline
+
+    def check_now(self) -> None:
+        """Before a request is computed at once, with nothing queued (the batcher's fast path): its 504
+        if its deadline has passed. Whether its client has gone is not asked: asking is an await, and
+        computing now costs less; the queue's bounds cannot be reached with nothing queued."""
+        wait = current()
+        if wait is not None or self.policy.active:
+            self._in_time(wait)
+
     async def submit(self, call: Callable[[np.ndarray], Awaitable[Any]], x: np.ndarray) -> Any:
         """``await call(x)`` within this request's deadline and the queue's bounds."""
         wait, policy = current(), self.policy
         if wait is None and not policy.active:
             return await call(x)  # nothing to enforce: BentoML's dispatcher as it is
-        deadline = earliest(wait.deadline if wait else None, policy.deadline())
-        if deadline is not None and deadline.expired():
-            self._count("deadline")
-            raise deadline_exceeded(self.model, deadline)
+        deadline = self._in_time(wait)
         if policy.max_queue and self.queued >= policy.max_queue:
             self._count("queue_full")
             raise queue_full(self.model, policy, "queue_full")
