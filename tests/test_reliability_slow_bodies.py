@@ -139,3 +139,51 @@ def test_the_deadline_ends_with_the_body():
 
     got, sent, receiving = asyncio.run(run())
     assert got[1] == {"type": "http.disconnect", "real": True} and sent == [] and receiving == {}
+
+
+def test_the_watch_cuts_a_stalled_chunk_and_leaves_other_cancellations_alone():
+    """One watch per worker keeps the deadline (service/http/bodies.py): a wait for a chunk is cut between the
+    timeout and a quarter of it later, with the 408 and a disconnect for the app; a request cancelled for
+    another reason while it waits is cancelled, not answered 408; nothing is left behind in either case."""
+    import asyncio
+
+    import pytest
+
+    from service.http.bodies import SlowBodies
+
+    async def run() -> dict:
+        sent: list[dict] = []
+        got: list[dict] = []
+
+        async def receive() -> dict:  # the client never sends its body
+            await asyncio.sleep(30)
+            return {"type": "http.request", "body": b"x", "more_body": False}
+
+        async def app(scope, receive, send) -> None:
+            got.append(await receive())
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        middleware = SlowBodies(app, timeout_s=0.2, per_client=10)
+        scope = {"type": "http", "headers": [(b"content-length", b"1")], "client": ("10.0.0.1", 1)}
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await middleware(scope, receive, send)
+        took = loop.time() - t0
+        cut = {"took": took, "status": sent[0]["status"], "got": got[:], "left": (middleware.waiting, middleware.stalled)}
+        sent.clear()
+        task = asyncio.ensure_future(middleware(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return {"cut": cut, "cancelled_sent": sent, "left": (middleware.waiting, middleware.stalled),
+                "receiving": dict(middleware.receiving)}
+
+    out = asyncio.run(run())
+    cut = out["cut"]
+    assert cut["status"] == 408 and cut["got"] == [{"type": "http.disconnect"}]
+    assert 0.2 <= cut["took"] < 0.2 + 0.05 + 0.1, cut["took"]  # the watch looks every 0.05 s here
+    assert cut["left"] == ({}, set())
+    assert out["cancelled_sent"] == [] and out["left"] == ({}, set()) and out["receiving"] == {}

@@ -148,3 +148,16 @@ def test_refusal_cost_refuses_every_request_in_both_variants():
     for variant in ("protocol", "middleware"):
         cells = [c.strip() for c in rows[variant].split("|")[2:-1]]
         assert float(cells[0]) > 0 and float(cells[2]) > 0, rows[variant]
+
+
+def test_middleware_cost_measures_every_middleware_of_the_service_stack():
+    """``python -m benchmarks.studies.middleware_cost``: one row per middleware service/app.py installs, in its
+    order, between the bare endpoint and the whole stack."""
+    proc = _study("middleware_cost", "--requests", "200", "--repeats", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    names = [cells[0].strip() for cells in rows[1:]]
+    app_py = (ROOT / "service" / "app.py").read_text()
+    installed = re.findall(r"add_asgi_middleware\((?:\w+\.)?(\w+)", app_py)
+    assert names == ["(endpoint alone)", *installed, "all of them"], names
+    assert all(float(cells[1]) > 0 for cells in rows[1:])

@@ -9,6 +9,13 @@ connections from one token holder made every other request get 429 (issue 25, it
 already sending ``MODEL_ZOO_BODIES_PER_CLIENT`` bodies to this worker gets 429 for the next one, before
 any of it is read. The wait is bounded where the app reads (the ASGI ``receive``): a route that never
 reads its body answers without waiting for it, so it holds no slot for long either.
+
+The deadline is kept by one watch per worker, not a timer per chunk: the app's ``receive`` notes when
+it started waiting, and a timer due every ``WATCH_S`` (at most a quarter of the timeout) while any
+request waits cancels the wait of one that has waited the timeout, which ``receive`` turns into the 408
+(so it comes between the timeout and ``WATCH_S`` after it). ``asyncio.wait_for`` per chunk made every
+request with a body pay a task and a loop turn of its own, half of the service's own middlewares' cost
+per request (``python -m benchmarks.studies.middleware_cost``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from typing import Any
 from service.config import settings
 from service.core.limits import has_body
 from service.http.responses import send_error
+
+WATCH_S = 1.0  # how often waits for a body chunk are looked at (at most a quarter of the timeout)
 
 
 class AddressSlots(Counter):
@@ -50,6 +59,25 @@ class SlowBodies:
         self.timeout_s = timeout_s
         self.per_client = per_client
         self.receiving = AddressSlots()  # peer address -> requests of it still receiving a body here
+        self.waiting: dict[asyncio.Task, float] = {}  # request task waiting for its next chunk -> since (loop time)
+        self.stalled: set[asyncio.Task] = set()  # those cancelled by the watch, not yet woken
+        self._watching: asyncio.AbstractEventLoop | None = None  # the loop the watch is armed on
+
+    def _arm(self, timeout: float) -> None:
+        self._watching = loop = asyncio.get_running_loop()
+        loop.call_later(min(WATCH_S, timeout / 4), self._look, timeout)
+
+    def _look(self, timeout: float) -> None:
+        """The watch: a request that has waited ``timeout`` for its next chunk is woken by a cancellation,
+        which its ``receive`` turns into the 408. Armed while any request waits for a chunk."""
+        self._watching = None
+        now = asyncio.get_running_loop().time()
+        for task, since in list(self.waiting.items()):
+            if now - since >= timeout and task not in self.stalled:
+                self.stalled.add(task)
+                task.cancel()
+        if self.waiting:
+            self._arm(timeout)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not has_body(scope):
@@ -77,15 +105,26 @@ class SlowBodies:
                 return {"type": "http.disconnect"}
             if not counted:  # the body is complete: what the app waits for now is the disconnect, unbounded
                 return await receive()
+            task, loop = asyncio.current_task(), asyncio.get_running_loop()
+            self.waiting[task] = loop.time()
+            if self._watching is not loop:
+                self._arm(timeout)
             try:
-                message = await asyncio.wait_for(receive(), timeout)
-            except asyncio.TimeoutError:
+                message = await receive()
+            except asyncio.CancelledError:
+                if task not in self.stalled:
+                    raise  # not ours: the request is being cancelled
+                self.stalled.discard(task)
+                if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation was ours and is handled here
+                    task.uncancel()
                 cut = True
                 done_receiving()
                 if not started:
                     await send_error(send, 408, f"the request body stalled: no data for {timeout:g} s "
                                      "(MODEL_ZOO_BODY_TIMEOUT_S); send the body without pauses")
                 return {"type": "http.disconnect"}  # the app stops reading
+            finally:
+                self.waiting.pop(task, None)
             if message["type"] != "http.request" or not message.get("more_body", False):
                 done_receiving()
             return message
