@@ -38,6 +38,7 @@ from service.http.responses import send_error
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # change nothing: a page may send them (links, images)
 MODEL_CONTROL = re.compile(r"^/v2/repository/models/[^/]+/(?:load|unload)/?$")
 JSON = "application/json"
+HOSTS_REMEMBERED = 1024  # Host header values whose verdict is kept, per worker
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
@@ -80,6 +81,15 @@ class OriginGuard:
         self.app = app
         self.hosts = hosts if hosts is not None else settings().allowed_hosts
         self.origins = origins if origins is not None else settings().allowed_origins
+        self._hosts: dict[str, bool] = {}  # Host header -> allowed: a client sends the same one every time
+
+    def _host_allowed(self, host: str) -> bool:
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = host_allowed(host_name(host), self.hosts)
+            if len(self._hosts) < HOSTS_REMEMBERED:  # bounded: a client inventing names costs only the check
+                self._hosts[host] = allowed
+        return allowed
 
     def refusal(self, scope: dict) -> str | None:
         """Why the request is refused, or None."""
@@ -88,7 +98,7 @@ class OriginGuard:
         if len(hosts) > 1:
             return "more than one Host header"
         host = hosts[0] if hosts else ""
-        if host and not host_allowed(host_name(host), self.hosts):
+        if host and not self._host_allowed(host):
             return (f"host {host_name(host)!r} is not served here (DNS-rebinding guard): add it to "
                     "MODEL_ZOO_ALLOWED_HOSTS")
         method = scope.get("method", "GET")
