@@ -298,3 +298,22 @@ def test_the_route_table_and_the_openapi_document_agree():
     described = set(openapi.paths())
     assert served - openapi.UNDOCUMENTED == described, (served - openapi.UNDOCUMENTED) ^ described
     assert described <= set(table())
+
+
+def test_a_full_batch_is_estimated_from_a_fixed_cost_per_call_and_a_cost_per_item():
+    """Warm-up times batches of 1-8 items; a full batch of 128 is what decides where calls run. A call's
+    fixed cost must not be counted once per item (what put the MNIST MLP in a worker thread on some starts)."""
+    from service.core.batching import INLINE_BATCH_S
+    from service.core.classifier import full_batch_seconds
+
+    def calls(fixed: float, per_item: float, noise: dict[int, float] | None = None) -> dict[int, float]:
+        return {n: fixed + per_item * n + (noise or {}).get(n, 0.0) for n in (1, 2, 4, 8)}
+
+    tiny = calls(150e-6, 2e-6)  # an MLP warming up: dispatch (and a busy machine) dominate a small call
+    assert full_batch_seconds(tiny, 128) == pytest.approx(150e-6 + 2e-6 * 128)
+    assert full_batch_seconds(tiny, 128) < INLINE_BATCH_S < tiny[8] / 8 * 128  # the old estimate: over it
+    big = calls(1e-4, 5e-3)  # a ResNet: the cost is per image
+    assert full_batch_seconds(big, 128) == pytest.approx(1e-4 + 5e-3 * 128)
+    noisy = calls(40e-6, 1.5e-6, {1: 60e-6})  # one slow call of size 1 can tilt the fit, not below the data
+    assert full_batch_seconds(noisy, 8) >= noisy[8]
+    assert full_batch_seconds({8: 8e-3}, 128) == pytest.approx(0.128)  # one size: per item from it alone
