@@ -182,8 +182,8 @@ class AdmitWhileCurrent:
         GATE = self  # the protocol's refusals (RefuseAtParse) read this worker's counts
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not is_inference(scope):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get(ADMITTED) or not is_inference(scope):
+            await self.app(scope, receive, send)  # (admitted and counted by the protocol: RefuseAtParse)
             return
         why = self.refusal(scope["headers"])
         if why is not None:
@@ -193,8 +193,12 @@ class AdmitWhileCurrent:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
-            self._answered()
+            self.done()
+
+    def done(self) -> None:
+        """An admitted inference request has been answered (or its client is gone)."""
+        self.in_flight -= 1
+        self._answered()
 
     def refusal(self, headers: list[tuple[bytes, bytes]]) -> ServiceError | None:
         """Why an inference request with these (lower-cased) headers is refused now, or None: it is admitted."""
@@ -256,6 +260,7 @@ def shed(why: ServiceError) -> None:
 
 
 GATE: AdmitWhileCurrent | None = None  # this worker's middleware, once its app is built
+ADMITTED = "model_zoo.admitted"  # scope key: the protocol admitted and counts this request
 
 
 class _Refused:
@@ -308,7 +313,12 @@ class RefuseAtParse:
         headers = self.headers  # type: ignore[attr-defined]
         why = gate.refusal(headers)
         if why is None:
+            # counted from now, not from when its task reaches the middleware: the requests read in the
+            # same turn of the loop are decided on counts that include this one
             super().on_headers_complete()  # type: ignore[misc]
+            self.scope[ADMITTED] = True  # type: ignore[attr-defined]
+            gate.in_flight += 1
+            self._admitted = gate
             return
         # a small body is skipped by the parser (the connection stays open for the client's next request);
         # a large or unbounded one, or one the client sends only after a 100 Continue, closes it
@@ -321,3 +331,18 @@ class RefuseAtParse:
             self.on_response_complete()  # type: ignore[attr-defined]  # uvicorn's: keep-alive timer, read on
         else:
             transport.close()
+
+    _admitted: AdmitWhileCurrent | None = None  # the gate that counts this connection's request in flight
+
+    def _release(self) -> None:
+        gate, self._admitted = self._admitted, None
+        if gate is not None:
+            gate.done()
+
+    def on_response_complete(self) -> None:
+        self._release()
+        super().on_response_complete()  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()  # its answer will not be written: it is no longer ahead of anyone
+        super().connection_lost(exc)  # type: ignore[misc]
