@@ -190,10 +190,13 @@ def test_token_required_except_health(grpc_zoo):
     assert client.is_model_ready("mnist-mlp", headers=AUTH)  # nothing was unloaded
 
 
-def _raw_request(name: str, datatype: str, shape: list[int], raw: bytes, model: str = "mnist-mlp"):
+def _raw_request(name: str, datatype: str, shape: list[int], raw: bytes, model: str = "mnist-mlp", **timeout):
+    """``timeout``: Triton's ``parameters.timeout`` as one InferParameter field (``int64_param=...``)."""
     request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name=name, datatype=datatype, shape=shape)
     request.raw_input_contents.append(raw)
+    if timeout:
+        request.parameters["timeout"].CopyFrom(service_pb2.InferParameter(**timeout))
     return request
 
 
@@ -212,6 +215,10 @@ def _raw_request(name: str, datatype: str, shape: list[int], raw: bytes, model: 
     (_raw_request("pixels", "FP32", [1], b"\0" * 4), "INVALID_ARGUMENT", ("unknown input(s) ['pixels']",)),
     (_raw_request("input", "FP32", [1, 784], b"\0" * 3136, model="nope"), "NOT_FOUND", ("'nope' is not in the model store",)),
     (_raw_request("input", "FP32", [1, 784], b"\0" * 3136, model="Bad.Name"), "INVALID_ARGUMENT", ("invalid model name",)),
+    (_raw_request("input", "FP32", [1, 784], b"\0" * 3136, string_param="soon"), "INVALID_ARGUMENT",
+     ("parameters.timeout 'soon' is not valid", "microseconds")),
+    (_raw_request("input", "FP32", [1, 784], b"\0" * 3136, int64_param=-5), "INVALID_ARGUMENT",
+     ("parameters.timeout -5 is not valid",)),
 ])
 def test_hostile_infer_requests(grpc_zoo, request_, code, fragments):
     with pytest.raises(grpc.RpcError) as info:
