@@ -317,3 +317,37 @@ def test_a_full_batch_is_estimated_from_a_fixed_cost_per_call_and_a_cost_per_ite
     noisy = calls(40e-6, 1.5e-6, {1: 60e-6})  # one slow call of size 1 can tilt the fit, not below the data
     assert full_batch_seconds(noisy, 8) >= noisy[8]
     assert full_batch_seconds({8: 8e-3}, 128) == pytest.approx(0.128)  # one size: per item from it alone
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7], ids=["whole", "7-byte-chunks"])
+def test_uploads_are_the_files_a_real_client_encoded_in_order(chunk):
+    """service/http/uploads.py parses with python-multipart itself: the files httpx encodes come back byte
+    for byte, in order, whatever the chunking; another field is named, a text part in ``images`` refused."""
+    import httpx
+    from starlette.requests import Request
+
+    from service.http.uploads import read_uploads
+
+    rng = np.random.default_rng(0)
+    blobs = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (1, 1000, 70_000)]
+    blobs.append(b"--boundary-like\r\n--\r\n" * 50)  # the delimiter's look-alikes inside a file
+
+    def parse(files: list, data: dict | None = None):
+        req = httpx.Request("POST", "http://x/classify_digit", files=files, data=data)
+        body, content_type = req.read(), req.headers["content-type"]
+        pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": pieces.pop(0), "more_body": bool(pieces)}
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-type", content_type.encode())]}
+        return asyncio.run(read_uploads(Request(scope, receive), max_images=8))
+
+    out = parse([("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(blobs)], data={"note": "x"})
+    assert out.error is None and out.files == [(f"{i}.png", b) for i, b in enumerate(blobs)]
+    text = parse([("images", ("a.png", blobs[0], "image/png"))], data={"images": "http://169.254.169.254/"})
+    assert text.error is not None and "images[0] is a text field" in text.error.message  # httpx sends data first
+    other = parse([("image", ("a.png", blobs[0], "image/png"))], data={"note": "x"})
+    assert other.error is not None and "(fields sent: image, note)" in other.error.message
+    many = parse([("images", (f"{i}.png", b"x", "image/png")) for i in range(9)])
+    assert many.error is not None and many.error.status == 413 and "the cap is 8" in many.error.message

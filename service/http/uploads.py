@@ -3,8 +3,9 @@
 Why not BentoML's default parsing of a ``list[PIL.Image]``/``list[Path]`` argument: it turns a
 starlette "Too many files" (over 1000 parts) into a 500, downloads a URL given as a text field,
 decodes by the declared content type, and lets PIL errors escape as 500s (DESIGN.md). ``read_uploads``
-parses the form itself, with the per-request image cap, and hands the endpoint either the files as bytes
-or a ``ServiceError`` to answer with; decoding happens in the endpoint, where each file's error can name it.
+parses the form itself with python-multipart (``ImagesForm``), with the per-request image cap, and hands
+the endpoint either the files as bytes or a ``ServiceError`` to answer with; decoding happens in the
+endpoint, where each file's error can name it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 from service.config import settings
@@ -33,6 +34,88 @@ class Uploads:
     error: ServiceError | None = None
 
 
+class _Malformed(Exception):
+    """A multipart body this service refuses (400), in its words."""
+
+
+class _TooManyFiles(Exception):
+    pass
+
+
+class ImagesForm:
+    """python-multipart's parser over one request body, keeping only what the endpoint uses: the file
+    parts of ``FIELD`` as ``(filename, bytes)`` in order, where a text part sits among them, and the
+    names of the other fields (their values are not kept).
+
+    Starlette's ``request.form()`` spooled every file part into a ``SpooledTemporaryFile`` wrapped in an
+    ``UploadFile``, written and read back through awaits; for a one-digit upload that was most of the
+    parsing cost (``python -m benchmarks.studies.middleware_cost`` has the service's other per-request
+    costs; docs/benchmarks.md, "The lone request"). The caps are Starlette's: files (413) and text fields.
+    """
+
+    def __init__(self, max_files: int, max_fields: int) -> None:
+        self.max_files, self.max_fields = max_files, max_fields
+        self.files: list[tuple[str | None, bytes]] = []
+        self.text_at: int | None = None  # the index in FIELD of its first text part
+        self.others: set[str] = set()  # names of the parts outside FIELD
+        self._files = self._fields = self._in_field = 0
+        self._header, self._value, self._disposition = b"", b"", b""
+        self._name: str | None = None
+        self._filename: str | None = None
+        self._chunks: list[bytes] | None = None
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self._begin, "on_header_field": self._header_field,
+                "on_header_value": self._header_value, "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished, "on_part_data": self._data, "on_part_end": self._end}
+
+    def _begin(self) -> None:
+        self._disposition, self._chunks = b"", None
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._header, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise _Malformed('a part\'s Content-Disposition header has no "name"')
+        self._name = options[b"name"].decode("utf-8", "replace")
+        if b"filename" in options:
+            self._files += 1
+            if self._files > self.max_files:
+                raise _TooManyFiles()
+            self._filename = options[b"filename"].decode("utf-8", "replace")
+        else:
+            self._fields += 1
+            if self._fields > self.max_fields:
+                raise _Malformed(f"too many text fields: the cap is {self.max_fields}")
+            self._filename = None
+        self._chunks = [] if self._name == FIELD and self._filename is not None else None
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._chunks is not None:
+            self._chunks.append(data[start:end])
+
+    def _end(self) -> None:
+        if self._name != FIELD:
+            self.others.add(self._name or "")
+        elif self._chunks is None:  # a text part in the images field
+            if self.text_at is None:
+                self.text_at = self._in_field
+            self._in_field += 1
+        else:
+            self.files.append((self._filename, b"".join(self._chunks)))
+            self._in_field += 1
+
+
 async def read_uploads(request: Any, max_images: int) -> Uploads:
     """Parse the form; never raises for a client mistake (the error travels in ``Uploads.error``)."""
     content_type = request.headers.get("content-type", "")
@@ -40,30 +123,31 @@ async def read_uploads(request: Any, max_images: int) -> Uploads:
         return Uploads(error=ServiceError(
             f"expected multipart/form-data with one or more image files in the field {FIELD!r}, "
             f"got content type {content_type or 'none'!r}", status=415))
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        return Uploads(error=BadRequest("malformed multipart body: no boundary parameter in its Content-Type"))
+    # the caps refuse an over-cap request while it is parsed: the parser stops at once
+    form = ImagesForm(max_files=max_images, max_fields=max_images + 16)
     try:
-        # max_files: our cap, so over-cap requests are refused while parsing (starlette stops at once)
-        form = await request.form(max_files=max_images, max_fields=max_images + 16)
+        parser = MultipartParser(boundary, form.callbacks())
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
     except ClientDisconnect:  # gone, or cut off by BodyLimit (which has answered 413 already)
         return Uploads(error=BadRequest("the client disconnected before the body was complete"))
-    except (MultiPartException, HTTPException) as exc:
-        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or str(exc)
-        if "Too many files" in message:
-            return Uploads(error=TooLarge(f"too many images in one request: the cap is {max_images} "
-                                          "(MODEL_ZOO_MAX_IMAGES); split the files over several requests"))
-        return Uploads(error=BadRequest(f"malformed multipart body: {message}"))
-    values = form.getlist(FIELD)
-    if not values:
-        others = sorted(set(form.keys()))
-        hint = f" (fields sent: {', '.join(others)})" if others else ""
+    except _TooManyFiles:
+        return Uploads(error=TooLarge(f"too many images in one request: the cap is {max_images} "
+                                      "(MODEL_ZOO_MAX_IMAGES); split the files over several requests"))
+    except (_Malformed, FormParserError) as exc:
+        return Uploads(error=BadRequest(f"malformed multipart body: {exc}"))
+    if form.text_at is not None:
+        return Uploads(error=BadRequest(
+            f"{FIELD}[{form.text_at}] is a text field, not a file: upload the image bytes as a file part "
+            "(URLs are not fetched)"))
+    if not form.files:
+        hint = f" (fields sent: {', '.join(sorted(form.others))})" if form.others else ""
         return Uploads(error=BadRequest(f"no images: send one or more files in the multipart field {FIELD!r}{hint}"))
-    files: list[tuple[str | None, bytes]] = []
-    for i, value in enumerate(values):
-        if not isinstance(value, UploadFile):
-            return Uploads(error=BadRequest(
-                f"{FIELD}[{i}] is a text field, not a file: upload the image bytes as a file part "
-                "(URLs are not fetched)"))
-        files.append((value.filename, await value.read()))
-    return Uploads(files=files)
+    return Uploads(files=form.files)
 
 
 class BodyLimit:
