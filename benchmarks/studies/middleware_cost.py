@@ -8,7 +8,8 @@ uvloop: a ``POST /classify_digit`` with an 800-byte body already received (as fo
 endpoint reading it and answering 2 bytes. Prints microseconds per request, the fastest of ``--repeats``
 runs, with the bare endpoint's first: a middleware's cost is its row minus that. The endpoint's work and
 everything uvicorn and BentoML do per request are not in it; what a request costs over HTTP is
-``benchmarks.run``'s part.
+``benchmarks.run``'s part. Then the multipart parse of a one-digit upload: service/http/uploads.py's
+``read_uploads`` against Starlette's ``request.form()``, which it replaced.
 """
 
 from __future__ import annotations
@@ -77,6 +78,43 @@ async def measure(requests: int, repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
+async def parse_cost(requests: int, repeats: int) -> list[tuple[str, float]]:
+    """A one-digit upload (28x28 PNG in the ``images`` field) parsed by service/http/uploads.py's
+    ``read_uploads``, and by Starlette's ``request.form()`` and a read of each file, what it replaced."""
+    from starlette.requests import Request
+
+    from benchmarks.goodput import BOUNDARY, image_body
+    from service.http.uploads import read_uploads
+
+    body = image_body(28, 28, 1)
+    scope = {"type": "http", "method": "POST", "path": "/classify_digit",
+             "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def ours() -> None:
+        uploads = await read_uploads(Request(scope, receive), 256)
+        assert uploads.error is None and len(uploads.files) == 1
+
+    async def starlettes() -> None:
+        form = await Request(scope, receive).form(max_files=256, max_fields=272)
+        for value in form.getlist("images"):
+            await value.read()
+
+    rows = []
+    for name, parse in (("multipart: read_uploads", ours), ("multipart: Starlette's request.form()", starlettes)):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(requests):
+                await parse()
+            best = min(best, (time.perf_counter() - t0) / requests * 1e6)
+        rows.append((name, best))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=5000)
@@ -93,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | ---: | ---: |")
     for name, us in rows:
         print(f"| {name} | {us:.2f} | {us - base:.2f} |")
+    print()
+    print("| one-digit upload parsed by | us per request |")
+    print("| --- | ---: |")
+    for name, us in run(parse_cost(args.requests, args.repeats)):
+        print(f"| {name} | {us:.2f} |")
 
 
 if __name__ == "__main__":
