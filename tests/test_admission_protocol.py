@@ -19,8 +19,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.http import admission
 from service.http.admission import AdmitWhileCurrent, RefuseAtParse
+from service.http.drain import READ_GRACE_S, DrainSignal
 
 BODY = b"x" * 900
+RUNNING: dict = {}  # the fixture's uvicorn.Server
 
 
 class Echo:
@@ -66,12 +68,13 @@ def served() -> Iterator[tuple[int, AdmitWhileCurrent, Echo, Reached]]:
     reached = Reached(gate)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    protocol = type("Protocol", (RefuseAtParse, HttpToolsProtocol), {})
+    protocol = type("Protocol", (RefuseAtParse, DrainSignal, HttpToolsProtocol), {})  # the service's order
     server = uvicorn.Server(uvicorn.Config(reached, http=protocol, loop="uvloop", lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
+    RUNNING["server"] = server
     try:
         yield sock.getsockname()[1], gate, echo, reached
     finally:
@@ -169,3 +172,31 @@ def test_other_requests_are_not_refused_and_a_pipelined_one_is_answered_in_order
         assert second[0] == 503 and second[1]["x-request-id"] == "second"
     assert [path for path, _ in echo.seen] == ["/v2/repository/index", "/models/slow/classify"]
     assert reached.paths[-1] == "/classify_digit"  # the pipelined one: the middleware's refusal
+
+
+def test_at_shutdown_a_request_already_sent_on_an_idle_connection_is_answered_not_reset(served):
+    """uvicorn's graceful shutdown closes a connection with no request in progress at once, losing a
+    request the client had sent that the loop had not read yet (service/http/drain.py). Here shutdown is
+    asked of two idle kept-alive connections, as uvicorn does, and one then sends its next request: it is
+    answered, with Connection: close; the other is closed once READ_GRACE_S has passed."""
+    port, gate, echo, reached = served
+    server = RUNNING["server"]
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    bufs = [bytearray(), bytearray()]
+    for conn, buf in zip(conns, bufs):
+        conn.sendall(request("/classify_digit", timeout=None))
+        assert read_answer(conn, buf)[0] == 200
+    protocols = list(server.server_state.connections)
+    assert len(protocols) == 2
+    loop = protocols[0].loop
+    loop.call_soon_threadsafe(lambda: [p.shutdown() for p in protocols])  # uvicorn's Server.shutdown does this
+    time.sleep(0.01)
+    conns[0].sendall(request("/classify_digit", body=b"z" * 300, timeout=None))
+    status, headers, body = read_answer(conns[0], bufs[0])
+    assert status == 200 and json.loads(body) == {"length": 300} and headers.get("connection") == "close"
+    assert conns[0].recv(100) == b""  # closed after its answer
+    t0 = time.monotonic()
+    assert conns[1].recv(100) == b""  # the idle one: closed after the grace
+    assert time.monotonic() - t0 < READ_GRACE_S + 2
+    for conn in conns:
+        conn.close()

@@ -21,6 +21,7 @@ from typing import Awaitable, TypeVar
 from service.errors import ShuttingDown
 
 T = TypeVar("T")
+READ_GRACE_S = 0.05  # an idle connection at shutdown stays open this long for a request already sent
 
 
 class Drain:
@@ -65,9 +66,35 @@ def process_drain() -> Drain:
 
 class DrainSignal:
     """Mixin over uvicorn's H11Protocol / HttpToolsProtocol: uvicorn calls ``shutdown`` on every open
-    connection when its graceful shutdown begins."""
+    connection when its graceful shutdown begins.
+
+    uvicorn closes a connection with no request in progress at once. But a kept-alive client's next
+    request may already sit in the socket, unread: the loop reads sockets between its turns, and a turn
+    under load runs many requests' decoding and model calls. Closed, that request is lost (the client
+    sees the connection reset, not an answer: tests/test_reliability_faults.py's drain under load caught
+    it). With httptools' protocol such a connection stays open for ``READ_GRACE_S``: a request read
+    meanwhile is answered, with ``Connection: close``; one still idle then is closed.
+    """
+
+    _draining = False
 
     def shutdown(self) -> None:
         process_drain().begin()
-        super().shutdown()  # type: ignore[misc]
+        cycle = getattr(self, "cycle", None)
+        if not hasattr(self, "pipeline") or (cycle is not None and not cycle.response_complete):
+            super().shutdown()  # type: ignore[misc]  # h11's, or a request in progress: closed after its answer
+            return
+        self._draining = True
+        self.loop.call_later(READ_GRACE_S, self._close_if_idle)  # type: ignore[attr-defined]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if self._draining and cycle is not None and not cycle.response_complete:  # a request just read
+            cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        cycle, transport = self.cycle, self.transport  # type: ignore[attr-defined]
+        if (cycle is None or cycle.response_complete) and not transport.is_closing():
+            transport.close()
 
