@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import resource
 import socket
 import time
 
+from benchmarks.goodput import _cpu_s as own_cpu_s
 from benchmarks.keepalive import closed_loop
+from benchmarks.studies.grpc_transport import cpu_s
 
 BODY = b"x" * 400
 
@@ -46,12 +47,6 @@ def _serve(sock: socket.socket, at_parse: bool) -> None:
     uvicorn.Server(uvicorn.Config(gate, http=protocol, loop="uvloop", lifespan="off", log_level="error")).run(sockets=[sock])
 
 
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks (100 Hz)
-
-
 def measure(at_parse: bool, duration: float, concurrency: int) -> dict:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -67,16 +62,16 @@ def measure(at_parse: bool, duration: float, concurrency: int) -> dict:
             time.sleep(0.1)
     url = f"http://127.0.0.1:{port}/classify_digit"
     asyncio.run(closed_loop(url, BODY, {"Request-Timeout": "0.1"}, concurrency, 1.0))  # warm-up
-    cpu0, ru0, t0 = _cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    cpu0, own0, t0 = cpu_s(server.pid), own_cpu_s(), time.monotonic()
     outcomes = asyncio.run(closed_loop(url, BODY, {"Request-Timeout": "0.1"}, concurrency, duration))
-    cpu1, ru1, elapsed = _cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    cpu1, own1, elapsed = cpu_s(server.pid), own_cpu_s(), time.monotonic() - t0
     server.terminate()
     server.join(10)
     refused = outcomes.get("503", 0)
     if refused != sum(outcomes.values()):
         raise SystemExit(f"refusal_cost: expected only 503s, got {dict(outcomes)}")
     server_cpu = cpu1 - cpu0
-    client_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    client_cpu = own1 - own0
     return {"variant": "protocol" if at_parse else "middleware", "refusals_per_s": refused / elapsed,
             "server_cpu_pct": 100 * server_cpu / elapsed, "us_per_refusal": 1e6 * server_cpu / refused,
             "client_cpu_pct": 100 * client_cpu / elapsed}
