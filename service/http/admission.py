@@ -57,7 +57,7 @@ from typing import Any
 from service.core import deadlines
 from service.errors import Behind, ServiceError
 from service.http.request_ids import request_id
-from service.http.responses import error_bytes, send_error
+from service.http.responses import error_bytes, error_headers, send_error
 
 PERIOD_S = 0.005  # how often the lag timer is due
 SUSTAINED = 3  # ticks in a row that must all run late for the loop to count as behind
@@ -282,12 +282,9 @@ def refusal_bytes(why: ServiceError, headers: list[tuple[bytes, bytes]], keep_al
     """The whole 503 answer, as ``responses.send_error`` and the request-id middleware would write it."""
     body = error_bytes(why.message)
     out = [STATUS_503]
-    for name, value in default_headers:  # uvicorn's (server, date)
+    for name, value in [*default_headers,  # uvicorn's (server, date)
+                        *error_headers(body, not keep_alive, True, [(b"x-request-id", request_id(headers).encode("ascii"))])]:
         out += [name, b": ", value, b"\r\n"]
-    out += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(), b"\r\nretry-after: 1\r\n",
-            b"x-request-id: ", request_id(headers).encode("ascii"), b"\r\n"]
-    if not keep_alive:
-        out.append(b"connection: close\r\n")
     out += [b"\r\n", body]
     return b"".join(out)
 

@@ -24,13 +24,19 @@ async def send_error(send: Any, status: int, message: str, close: bool = True, r
     """An ASGI middleware's own JSON refusal. ``close``: the body was not read, so the connection closes
     rather than have the server drain it. ``extra``: more headers."""
     body = error_bytes(message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": error_headers(body, close, retry_after, extra)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_headers(body: bytes, close: bool, retry_after: bool, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    """The headers of an error ``body`` answered before any route ran (``send_error``, the protocol's 503)."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if close:
         headers.append((b"connection", b"close"))
     if retry_after:
         headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
