@@ -14,8 +14,8 @@ The deadline is kept by one watch per worker, not a timer per chunk: the app's `
 it started waiting, and a timer due every ``WATCH_S`` (at most a quarter of the timeout) while any
 request waits cancels the wait of one that has waited the timeout, which ``receive`` turns into the 408
 (so it comes between the timeout and ``WATCH_S`` after it). ``asyncio.wait_for`` per chunk made every
-request with a body pay a task and a loop turn of its own, half of the service's own middlewares' cost
-per request (``python -m benchmarks.studies.middleware_cost``, docs/benchmarks.md).
+request with a body pay a task and a loop turn of its own (what that cost: ``python -m
+benchmarks.studies.middleware_cost``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
